@@ -1,0 +1,164 @@
+"""Chat completions over plain httpx: the I/O half shared by local runners and Vertex MaaS.
+
+Subclasses say where to POST (`url`) and how to authenticate (`auth_headers` /
+`aauth_headers`); this class sends the JSON or SSE request on the broker's shared HTTP
+clients and maps every transport failure and non-2xx answer onto the broker's errors, in
+`_mapped_errors`, the only place it touches httpx's exception types.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from broker.errors import ProtocolError, ProviderError, Timeout, Unavailable
+from broker.transport import timeout_for
+from broker.types import ChatRequest, ChatResponse, StreamEvent
+
+from . import openai_shape
+from .base import AdapterBase
+from .http_errors import error_for_status
+
+__all__ = ["OpenAIHttpAdapter"]
+
+_DONE = "[DONE]"
+
+
+class OpenAIHttpAdapter(AdapterBase):
+    """Base for adapters that POST OpenAI-shaped JSON to a chat-completions URL."""
+
+    #: servers differ in whether they accept `stream_options`; all OpenAI-compatible Llama servers do.
+    include_stream_usage = True
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def body_model_id(self) -> str:
+        return self.route.model_id
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
+    async def aauth_headers(self) -> dict[str, str]:
+        return self.auth_headers()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        return openai_shape.request_body(
+            request, self.body_model_id(), stream=stream, include_usage=self.include_stream_usage
+        )
+
+    @property
+    def _timeout(self) -> httpx.Timeout:
+        return timeout_for(self.route.timeout_s, self.route.connect_timeout_s)
+
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        ctx = self.error_context()
+        try:
+            yield
+        except ProviderError:
+            raise
+        except httpx.TimeoutException as exc:
+            raise Timeout(f"{type(exc).__name__} after {self.route.timeout_s}s", **ctx) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise ProtocolError(f"connection broke mid-answer: {exc}", **ctx) from exc
+        except (httpx.NetworkError, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}", **ctx) from exc
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}", **ctx) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"unreadable body: {type(exc).__name__}", **ctx) from exc
+
+    def _raise_for_status(self, response: httpx.Response, body_bytes: bytes) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            body: Any = json.loads(body_bytes) if body_bytes else None
+        except ValueError:
+            body = body_bytes[:200].decode("utf-8", "replace")
+        raise error_for_status(
+            response.status_code,
+            body,
+            response.headers,
+            request_id=response.headers.get("x-request-id"),
+            **self.error_context(),
+        )
+
+    def _parse(self, response: httpx.Response) -> ChatResponse:
+        result = openai_shape.response_from_body(response.json(), **self.error_context())
+        if result.provider_request_id is None and "x-request-id" in response.headers:
+            result = replace(result, provider_request_id=response.headers["x-request-id"])
+        return result
+
+    def _events(self, line: str, state: dict[str, bool]) -> list[StreamEvent]:
+        if not line.startswith("data:"):
+            return []
+        payload = line[5:].strip()
+        if payload == _DONE:
+            state["done"] = True
+            return []
+        events = list(openai_shape.events_from_chunk(json.loads(payload), **self.error_context()))
+        if any(e.finish_reason for e in events):
+            state["finished"] = True
+        return events
+
+    def _check_complete(self, state: dict[str, bool]) -> None:
+        if not (state.get("done") or state.get("finished")):
+            raise ProtocolError("stream ended before the answer was complete", **self.error_context())
+
+    # ------------------------------------------------------------------ sync
+
+    def chat(self, request: ChatRequest) -> ChatResponse:
+        with self._mapped_errors():
+            response = self.http.sync.post(
+                self.url, json=self._body(request, False), headers=self.auth_headers(), timeout=self._timeout
+            )
+            self._raise_for_status(response, response.content)
+            return self._parse(response)
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
+        state: dict[str, bool] = {}
+        with self._mapped_errors():
+            with self.http.sync.stream(
+                "POST", self.url, json=self._body(request, True), headers=self.auth_headers(), timeout=self._timeout
+            ) as response:
+                if response.status_code >= 400:
+                    self._raise_for_status(response, response.read())
+                for line in response.iter_lines():
+                    yield from self._events(line, state)
+            self._check_complete(state)
+
+    # ------------------------------------------------------------------ async
+
+    async def achat(self, request: ChatRequest) -> ChatResponse:
+        with self._mapped_errors():
+            response = await self.http.async_.post(
+                self.url,
+                json=self._body(request, False),
+                headers=await self.aauth_headers(),
+                timeout=self._timeout,
+            )
+            self._raise_for_status(response, response.content)
+            return self._parse(response)
+
+    async def astream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        state: dict[str, bool] = {}
+        headers = await self.aauth_headers()
+        with self._mapped_errors():
+            async with self.http.async_.stream(
+                "POST", self.url, json=self._body(request, True), headers=headers, timeout=self._timeout
+            ) as response:
+                if response.status_code >= 400:
+                    self._raise_for_status(response, await response.aread())
+                async for line in response.aiter_lines():
+                    for event in self._events(line, state):
+                        yield event
+            self._check_complete(state)

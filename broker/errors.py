@@ -1,0 +1,231 @@
+"""The broker's one error hierarchy.
+
+::
+
+    BrokerError
+    ├── PolicyError              a policy file is wrong (carries every issue with file and line)
+    ├── UnknownTenant            the tenant is not in the policy and the policy has no `default`
+    ├── NoEligibleRoute          every candidate was removed by a hard filter (names the filters)
+    ├── ResidencyViolation       a route outside the tenant's jurisdictions reached the last guard
+    ├── BudgetExceeded           the tenant's budget blocks the call before any provider is called
+    ├── AdapterNotFound          no adapter is registered for a route's provider
+    ├── MissingDependency        the provider's SDK is not installed (names the pip extra)
+    ├── CredentialsError         a credential reference could not be resolved (names the variable)
+    └── ProviderError            a provider refused or failed the call
+        ├── Throttled            429 and friends; carries `retry_after` seconds when the provider said
+        ├── Unavailable          5xx, connection refused, overloaded
+        ├── Timeout              the provider or the network took too long
+        ├── AuthError            401/403: bad or missing credentials, no model access
+        ├── InvalidRequest       400/422: the provider rejects the request itself
+        │   └── ContextTooLong   the prompt does not fit the model's context window
+        ├── ContentFiltered      a safety filter blocked the prompt or the answer
+        ├── ModelNotAvailable    the model id is unknown, retired or not enabled on this route
+        └── ProtocolError        an answer the broker cannot read (malformed body, cut stream)
+
+`retryable` says whether the same route may be tried again; `failover` whether the next
+route may be tried.  Errors never carry credentials: adapters build messages from status
+codes and provider error text only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AdapterNotFound",
+    "AuthError",
+    "BrokerError",
+    "BudgetExceeded",
+    "ContentFiltered",
+    "ContextTooLong",
+    "CredentialsError",
+    "InvalidRequest",
+    "MissingDependency",
+    "ModelNotAvailable",
+    "NoEligibleRoute",
+    "PolicyError",
+    "PolicyIssue",
+    "ProtocolError",
+    "ProviderError",
+    "ResidencyViolation",
+    "Throttled",
+    "Timeout",
+    "Unavailable",
+    "UnknownTenant",
+]
+
+
+class BrokerError(Exception):
+    """Base of every error the broker raises."""
+
+    retryable: bool = False
+    failover: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyIssue:
+    """One problem in a policy file, located by file and line (1-based; 0 when unknown)."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class PolicyError(BrokerError):
+    """A policy file failed to load; `issues` lists every problem found, not only the first."""
+
+    def __init__(self, issues: list[PolicyIssue] | PolicyIssue | str) -> None:
+        if isinstance(issues, str):
+            issues = [PolicyIssue("<policy>", 0, issues)]
+        elif isinstance(issues, PolicyIssue):
+            issues = [issues]
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class UnknownTenant(BrokerError):
+    """The tenant is not named in the policy, and the policy defines no `default` tenant."""
+
+
+class NoEligibleRoute(BrokerError):
+    """No route survived the hard filters; `reasons` maps route id to the filter that removed it."""
+
+    def __init__(self, message: str, *, reasons: dict[str, str] | None = None, decision: object = None) -> None:
+        self.reasons = dict(reasons or {})
+        self.decision = decision
+        super().__init__(message)
+
+
+class ResidencyViolation(BrokerError):
+    """A route outside the tenant's allowed jurisdictions reached the guard in front of the adapter."""
+
+
+class BudgetExceeded(BrokerError):
+    """The tenant's budget blocks this call; raised before any provider is called."""
+
+    def __init__(self, message: str, *, tenant: str, spent_usd: object = None, limit_usd: object = None) -> None:
+        self.tenant = tenant
+        self.spent_usd = spent_usd
+        self.limit_usd = limit_usd
+        super().__init__(message)
+
+
+class AdapterNotFound(BrokerError):
+    """No adapter is registered (built in or by entry point) under the route's provider name."""
+
+
+class MissingDependency(BrokerError):
+    """A provider SDK is not installed; the message names the extra to install."""
+
+    def __init__(self, provider: str, package: str, extra: str) -> None:
+        self.provider, self.package, self.extra = provider, package, extra
+        super().__init__(
+            f"the {provider} adapter needs {package}: pip install 'llama-broker[{extra}]'"
+        )
+
+
+class CredentialsError(BrokerError):
+    """A credential reference (for example `api_key_env`) could not be resolved."""
+
+
+class ProviderError(BrokerError):
+    """A provider refused or failed a call.
+
+    Carries the provider, the route id, the HTTP status (when there was one), the provider's
+    request id (when it sent one), its own error code and its wait hint (`retry_after`, in
+    seconds) when it sent one.
+    """
+
+    failover = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        route_id: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.retry_after = retry_after
+        self.provider = provider
+        self.route_id = route_id
+        self.status = status
+        self.request_id = request_id
+        self.code = code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = ", ".join(
+            f"{k}={v}"
+            for k, v in (
+                ("provider", self.provider),
+                ("route", self.route_id),
+                ("status", self.status),
+                ("code", self.code),
+                ("request_id", self.request_id),
+            )
+            if v is not None
+        )
+        return f"{self.message} ({where})" if where else self.message
+
+    @property
+    def kind(self) -> str:
+        """Short name of the error class, as metered in `UsageEvent.error_kind`."""
+        return type(self).__name__
+
+
+class Throttled(ProviderError):
+    """The provider rate-limited the call; `retry_after` is its wait hint in seconds, if any."""
+
+    retryable = True
+
+
+class Unavailable(ProviderError):
+    """The provider is down, overloaded or unreachable (5xx, connection refused)."""
+
+    retryable = True
+
+
+class Timeout(ProviderError):
+    """The provider or the network took longer than the route's timeout."""
+
+    retryable = True
+
+
+class AuthError(ProviderError):
+    """Credentials are missing or wrong, or the account has no access to the model."""
+
+
+class InvalidRequest(ProviderError):
+    """The provider rejected the request itself; another route would reject it too."""
+
+    failover = False
+
+
+class ContextTooLong(InvalidRequest):
+    """The prompt does not fit the model's context window on this route."""
+
+    failover = True
+
+
+class ContentFiltered(ProviderError):
+    """A provider safety filter blocked the prompt or the completion."""
+
+    failover = False
+
+
+class ModelNotAvailable(ProviderError):
+    """The model id is unknown, retired or not enabled on this route (a lifecycle event)."""
+
+
+class ProtocolError(ProviderError):
+    """The provider's answer could not be read: malformed body, or a stream cut before its end."""
+
+    retryable = True
