@@ -173,7 +173,9 @@ class Emulator:
         if self._server is None:
             self._server = _Server(("127.0.0.1", self._port), _Handler)
             self._server.emulator = self
-            self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name=self.name, daemon=True
+            )
             self._thread.start()
         return self
 

@@ -1,0 +1,1 @@
+"""The `llama-broker` command line."""

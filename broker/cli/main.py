@@ -1,0 +1,114 @@
+"""`llama-broker`: chat, route --explain, demo, policy validate/show, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .demo import demo
+from .policy_cmd import policy_app
+from .report_cmd import report
+
+app = typer.Typer(
+    name="llama-broker",
+    help="Route Llama chat calls across Bedrock, Vertex AI, Azure AI Foundry, Groq and local runners.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(policy_app, name="policy", help="Validate and inspect policy files.")
+app.command("report", help="Cost report from the usage ledger.")(report)
+app.command("demo", help="Run calls for two tenants against loopback emulators of all five providers.")(demo)
+
+PolicyOpt = typer.Option(None, "--policy", "-p", help="Policy file (default: the embedded default).")
+
+
+def _messages(prompt: str, system: Optional[str]) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": prompt}]
+
+
+@app.command()
+def chat(
+    prompt: str = typer.Argument(..., help="The user message."),
+    model: str = typer.Option("llama-3.3-70b", "--model", "-m"),
+    tenant: str = typer.Option("default", "--tenant", "-t"),
+    system: Optional[str] = typer.Option(None, "--system"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+    stream: bool = typer.Option(False, "--stream", help="Print tokens as they arrive."),
+    policy: Optional[Path] = PolicyOpt,
+) -> None:
+    """Send one chat call through the broker and print the answer and where it went."""
+    from broker import Broker, BrokerError
+
+    params = {"max_tokens": max_tokens} if max_tokens else {}
+    try:
+        with Broker(str(policy) if policy else None) as broker:
+            if stream:
+                final = None
+                for event in broker.stream(model=model, messages=_messages(prompt, system), tenant=tenant, **params):
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                    final = event.response or final
+                sys.stdout.write("\n")
+                reply = final
+            else:
+                reply = broker.chat(model=model, messages=_messages(prompt, system), tenant=tenant, **params)
+                typer.echo(reply.text)
+    except BrokerError as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if reply is not None and reply.route is not None:
+        cost = f"${reply.cost_usd:.6f}" if reply.cost_usd is not None else "cost unknown"
+        typer.echo(
+            f"-- {reply.route.provider}/{reply.route.region} [{reply.route.jurisdiction}] {reply.route.model_id}: "
+            f"{reply.usage.input_tokens} in / {reply.usage.output_tokens} out, {cost}",
+            err=True,
+        )
+
+
+@app.command()
+def route(
+    prompt: str = typer.Argument("Hello", help="The user message the decision is made for."),
+    model: str = typer.Option("llama-3.3-70b", "--model", "-m"),
+    tenant: str = typer.Option("default", "--tenant", "-t"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+    stream: bool = typer.Option(False, "--stream"),
+    explain: bool = typer.Option(True, "--explain/--no-explain", help="Print every candidate and why."),
+    as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
+    policy: Optional[Path] = PolicyOpt,
+) -> None:
+    """Show where a call would go, and why, without calling any provider."""
+    from broker import Broker, BrokerError, NoEligibleRoute
+
+    params = {"max_tokens": max_tokens} if max_tokens else {}
+    try:
+        with Broker(str(policy) if policy else None) as broker:
+            decision = broker.route(
+                model=model, messages=[{"role": "user", "content": prompt}], tenant=tenant, stream=stream, **params
+            )
+    except NoEligibleRoute as exc:
+        if exc.decision is not None:
+            typer.echo(json.dumps(exc.decision.to_dict(), indent=2) if as_json else exc.decision.explain())
+        typer.echo(f"error: NoEligibleRoute: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except BrokerError as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(decision.to_dict(), indent=2))
+    elif explain:
+        typer.echo(decision.explain())
+    else:
+        typer.echo(decision.routes[0].id)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,135 @@
+"""`llama-broker policy ...`: check a policy file before it ships, and show what it resolves to."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import PolicyError
+from ..policy import Policy, builtin_catalog, load_policy
+
+__all__ = ["policy_app"]
+
+policy_app = typer.Typer(
+    name="policy",
+    help="Validate policy files and show the routes and tenants they resolve to.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@policy_app.command("validate")
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Policy files to check.", show_default=False)],
+) -> None:
+    """Check policy files; print every error as FILE:LINE: message and exit 1 if any."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
+    failed = False
+    for file in files:
+        try:
+            policy = load_policy(file)
+        except PolicyError as exc:
+            failed = True
+            for issue in exc.issues:
+                err.print(str(issue), markup=False)
+            continue
+        out.print(f"ok: {file} ({len(policy.routes)} routes, {len(policy.tenants)} tenants)", markup=False)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@policy_app.command("show")
+def show(
+    file: Annotated[Path, typer.Argument(help="Policy file.", show_default=False)],
+    today: Annotated[Optional[str], typer.Option(help="Date for lifecycle flags (YYYY-MM-DD; default today).")] = None,
+) -> None:
+    """Print the effective routes (catalog defaults merged) and tenants of a policy."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        policy = load_policy(file)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False)
+        raise typer.Exit(code=1) from None
+    day = dt.date.fromisoformat(today) if today else dt.date.today()
+    console = Console()
+    console.print(f"[bold]{file}[/bold]  version {policy.version}  ledger {policy.ledger or '(default location)'}")
+    console.print(_routes_table(policy, day))
+    console.print(_tenants_table(policy))
+
+
+@policy_app.command("catalog")
+def catalog(
+    model: Annotated[Optional[str], typer.Option(help="Only this model (any alias).")] = None,
+    provider: Annotated[Optional[str], typer.Option(help="Only this provider.")] = None,
+) -> None:
+    """Print the built-in catalog: deployments, prices with their source, lifecycle."""
+    cat = builtin_catalog()
+    table = Table(title=f"built-in catalog (as of {cat.as_of})")
+    for column in ("provider", "model", "region", "model_id", "$/Mtok in", "$/Mtok out", "lifecycle", "price source"):
+        table.add_column(column, overflow="fold")
+    for e in cat.entries_for(model, provider=provider):
+        table.add_row(
+            e.provider, e.model, e.region or "-", e.model_id,
+            _money(e.price.input_per_mtok if e.price else None), _money(e.price.output_per_mtok if e.price else None),
+            _lifecycle(e.lifecycle.status, e.lifecycle.retires_on), (e.price.source or "") if e.price else "unknown",
+        )
+    Console().print(table)
+
+
+def _routes_table(policy: Policy, today: dt.date) -> Table:
+    table = Table(title="routes")
+    for column in ("id", "provider", "model", "model_id", "region", "jurisdiction", "$/Mtok in", "$/Mtok out",
+                   "lifecycle", "endpoint"):
+        table.add_column(column, overflow="fold")
+    for r in policy.routes:
+        status = _lifecycle(r.lifecycle.status, r.lifecycle.retires_on)
+        if r.lifecycle.is_retired(today):
+            status = f"[red]{status}[/red]"
+        elif (r.lifecycle.days_left(today) or 999) < 90:
+            status = f"[yellow]{status}[/yellow]"
+        table.add_row(
+            r.id, r.provider, r.model, r.model_id, r.region or "-", r.jurisdiction,
+            _money(r.price.input_per_mtok if r.price else None), _money(r.price.output_per_mtok if r.price else None),
+            status, r.endpoint or "(provider default)",
+        )
+    return table
+
+
+def _tenants_table(policy: Policy) -> Table:
+    table = Table(title="tenants")
+    for column in ("tenant", "objective", "residency", "providers", "budget", "latency SLO (ms)"):
+        table.add_column(column, overflow="fold")
+    for name, t in policy.tenants.items():
+        providers = []
+        if t.providers.allow is not None:
+            providers.append("allow " + ", ".join(t.providers.allow))
+        if t.providers.deny:
+            providers.append("deny " + ", ".join(t.providers.deny))
+        budget = "-"
+        if t.budget is not None:
+            limits = [f"${t.budget.monthly_usd}/month" if t.budget.monthly_usd is not None else "",
+                      f"${t.budget.daily_usd}/day" if t.budget.daily_usd is not None else ""]
+            budget = " ".join(x for x in limits if x) + f" -> {t.budget.on_exceed}"
+            if t.budget.downgrade_to:
+                budget += f" {t.budget.downgrade_to}"
+        slo = "-"
+        if t.latency_slo_ms is not None:
+            slo = " ".join(f"{k} {v:g}" for k, v in (("p50", t.latency_slo_ms.p50), ("p95", t.latency_slo_ms.p95)) if v)
+        table.add_row(name, t.objective, "any" if t.residency is None else ", ".join(t.residency),
+                      "; ".join(providers) or "any", budget, slo)
+    return table
+
+
+def _money(value: object) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _lifecycle(status: str, retires_on: dt.date | None) -> str:
+    return f"{status} {retires_on}" if retires_on else status

@@ -1,0 +1,153 @@
+"""`Broker` and `AsyncBroker`: the one client interface application code calls.
+
+::
+
+    from broker import Broker
+
+    with Broker() as broker:                      # the embedded default policy
+        reply = broker.chat(model="llama-3.3-70b",
+                            messages=[{"role": "user", "content": "Hello"}],
+                            tenant="acme-eu", max_tokens=200)
+        print(reply.text, reply.route.provider, reply.cost_usd)
+
+Both are context managers; closing flushes the usage ledger.  `AsyncBroker` has the same
+methods as coroutines (and `stream` as an async iterator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from .core import BrokerCore, PolicySource
+from .policy.decision import Decision
+from .types import ChatResponse, StreamEvent
+
+__all__ = ["AsyncBroker", "Broker"]
+
+
+class _BrokerBase:
+    def __init__(self, policy: PolicySource | None = None, **options: Any) -> None:
+        """Build a broker from a policy file path, a mapping, or (None) the embedded default.
+
+        Options: `adapters` (provider name -> adapter class or "module:Class", to add or
+        replace providers), `transport` (`TransportOptions`), `ledger` (URL or a `Ledger`),
+        `durable` (commit usage before each call returns), and injectable `clock`, `sleep`,
+        `asleep`, `now` for deterministic tests.
+        """
+        self._core = BrokerCore(policy, **options)
+
+    @classmethod
+    def from_policy(cls, source: PolicySource, **options: Any) -> Any:
+        """A broker for the policy at `source` (a YAML path, or an already-parsed mapping)."""
+        return cls(source, **options)
+
+    @property
+    def policy(self) -> Any:
+        return self._core.policy
+
+    @property
+    def meter(self) -> Any:
+        return self._core.meter
+
+    def route(
+        self,
+        *,
+        model: str,
+        messages: Any,
+        tenant: str = "default",
+        stream: bool = False,
+        **params: Any,
+    ) -> Decision:
+        """The explained decision for a call, without calling any provider."""
+        return self._core.explain(model, messages, tenant, params, stream=stream)
+
+
+class Broker(_BrokerBase):
+    """Synchronous client."""
+
+    def chat(
+        self,
+        *,
+        model: str,
+        messages: Any,
+        tenant: str = "default",
+        tags: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> ChatResponse:
+        """Send one chat call where the tenant's policy says, and meter it.
+
+        `params`: max_tokens, temperature, top_p, stop, seed, tools, tool_choice,
+        response_format.  Anything else is refused (`InvalidRequest`): in particular, no call
+        argument can widen a tenant's residency or lift its budget.
+        """
+        decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=False)
+        return self._core.executor.chat(decision, request, meta)
+
+    def stream(
+        self,
+        *,
+        model: str,
+        messages: Any,
+        tenant: str = "default",
+        tags: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Iterator[StreamEvent]:
+        """Stream one chat call: text deltas, then a final event with usage and the whole response."""
+        decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=True)
+        return self._core.executor.stream(decision, request, meta)
+
+    def close(self) -> None:
+        """Close provider clients and flush the ledger."""
+        self._core.close()
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncBroker(_BrokerBase):
+    """Asynchronous client: the same calls as coroutines."""
+
+    async def chat(
+        self,
+        *,
+        model: str,
+        messages: Any,
+        tenant: str = "default",
+        tags: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> ChatResponse:
+        decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=False)
+        return await self._core.executor.achat(decision, request, meta)
+
+    def stream(
+        self,
+        *,
+        model: str,
+        messages: Any,
+        tenant: str = "default",
+        tags: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> AsyncIterator[StreamEvent]:
+        """`async for event in broker.stream(...)`; decision errors raise on first iteration."""
+        return self._astream(model, messages, tenant, tags, params)
+
+    async def _astream(
+        self, model: str, messages: Any, tenant: str, tags: Mapping[str, str] | None, params: Mapping[str, Any]
+    ) -> AsyncIterator[StreamEvent]:
+        decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=True)
+        async for event in self._core.executor.astream(decision, request, meta):
+            yield event
+
+    async def aclose(self) -> None:
+        """Close provider clients and flush the ledger."""
+        await self._core.aclose()
+
+    async def __aenter__(self) -> AsyncBroker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

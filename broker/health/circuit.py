@@ -1,0 +1,108 @@
+"""Circuit breakers per route.
+
+Closed: calls flow; failures inside `window_s` are counted.  At `failure_threshold` the
+circuit opens: the route is removed by the health filter.  After `cooldown_s` it goes
+half-open: one probe call is let through; success closes it, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["CircuitBoard", "CircuitState"]
+
+
+class CircuitState(str, Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+@dataclass
+class _Circuit:
+    failures: deque[float]
+    state: CircuitState = CircuitState.CLOSED
+    opened_at: float = 0.0
+    probing: bool = False
+
+
+class CircuitBoard:
+    """All circuits of one broker, keyed by route id, on an injectable monotonic clock."""
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        window_s: float = 30.0,
+        cooldown_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.window_s = window_s
+        self.cooldown_s = cooldown_s
+        self.clock = clock
+        self._circuits: dict[str, _Circuit] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, route_id: str) -> _Circuit:
+        c = self._circuits.get(route_id)
+        if c is None:
+            c = self._circuits.setdefault(route_id, _Circuit(deque()))
+        return c
+
+    def state(self, route_id: str) -> CircuitState:
+        """The state now (an open circuit past its cooldown reads as half-open)."""
+        with self._lock:
+            c = self._get(route_id)
+            if c.state is CircuitState.OPEN and self.clock() - c.opened_at >= self.cooldown_s:
+                c.state, c.probing = CircuitState.HALF_OPEN, False
+            return c.state
+
+    def allows(self, route_id: str) -> bool:
+        """Whether a call may go to the route now; a half-open circuit admits one probe at a time."""
+        state = self.state(route_id)
+        if state is CircuitState.CLOSED:
+            return True
+        if state is CircuitState.OPEN:
+            return False
+        with self._lock:
+            return not self._get(route_id).probing
+
+    def begin(self, route_id: str) -> bool:
+        """Claim the right to call; for a half-open circuit only the first caller gets the probe."""
+        state = self.state(route_id)
+        if state is CircuitState.CLOSED:
+            return True
+        if state is CircuitState.OPEN:
+            return False
+        with self._lock:
+            c = self._get(route_id)
+            if c.probing:
+                return False
+            c.probing = True
+            return True
+
+    def success(self, route_id: str) -> None:
+        with self._lock:
+            c = self._get(route_id)
+            c.state, c.probing = CircuitState.CLOSED, False
+            c.failures.clear()
+
+    def failure(self, route_id: str) -> None:
+        now = self.clock()
+        with self._lock:
+            c = self._get(route_id)
+            if c.state is CircuitState.HALF_OPEN:
+                c.state, c.opened_at, c.probing = CircuitState.OPEN, now, False
+                return
+            c.failures.append(now)
+            while c.failures and now - c.failures[0] > self.window_s:
+                c.failures.popleft()
+            if len(c.failures) >= self.failure_threshold:
+                c.state, c.opened_at = CircuitState.OPEN, now
+                c.failures.clear()

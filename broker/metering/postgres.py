@@ -1,0 +1,241 @@
+"""PostgreSQL ledger: one table shared by many broker instances.
+
+Needs the ``postgres`` extra (psycopg 3), imported when a ``postgresql://`` URL is opened.
+Costs are ``NUMERIC(38, 12)`` (exact, to the picodollar like the SQLite backend), timestamps
+``TIMESTAMPTZ`` read in UTC, tags ``JSONB``.  Inserts are ``ON CONFLICT (event_id) DO
+NOTHING``, so a retried batch never counts twice.  Schema creation holds an advisory lock,
+so instances starting together do not race.  A broken connection is reopened on the next
+call, which lets the meter's retry of a failed flush go through once the server is back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from broker.errors import MissingDependency
+from broker.metering.events import UsageEvent
+from broker.metering.ledger import (
+    COST_SCALE,
+    Dimension,
+    filter_equalities,
+    parse_group_by,
+    tags_label,
+    tidy_decimal,
+    to_picousd,
+    utc,
+)
+
+__all__ = ["PostgresLedger"]
+
+_SCHEMA_LOCK_KEY = 0x6C6C616D61  # "llama": the advisory lock taken while creating the schema
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS usage_events (
+        event_id            TEXT PRIMARY KEY,
+        request_id          TEXT NOT NULL,
+        attempt             INTEGER NOT NULL,
+        tenant              TEXT NOT NULL,
+        tags                JSONB NOT NULL DEFAULT '{}'::jsonb,
+        model               TEXT NOT NULL,
+        provider            TEXT NOT NULL,
+        region              TEXT,
+        jurisdiction        TEXT NOT NULL,
+        model_id            TEXT NOT NULL,
+        route_id            TEXT NOT NULL,
+        input_tokens        BIGINT NOT NULL,
+        output_tokens       BIGINT NOT NULL,
+        cached_input_tokens BIGINT NOT NULL,
+        usage_estimated     BOOLEAN NOT NULL,
+        cost_usd            NUMERIC(38, 12),
+        price_version       TEXT,
+        latency_ms          DOUBLE PRECISION,
+        ttft_ms             DOUBLE PRECISION,
+        status              TEXT NOT NULL,
+        error_kind          TEXT,
+        ts                  TIMESTAMPTZ NOT NULL,
+        policy_version      TEXT NOT NULL,
+        prompt_text         TEXT,
+        completion_text     TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS usage_events_tenant_ts ON usage_events (tenant, ts)",
+    "CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts)",
+)
+
+_COLUMNS = (
+    "event_id, request_id, attempt, tenant, tags, model, provider, region, jurisdiction, model_id, "
+    "route_id, input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost_usd, "
+    "price_version, latency_ms, ttft_ms, status, error_kind, ts, policy_version, prompt_text, "
+    "completion_text"
+)
+_INSERT = (
+    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 25)}) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+_METRICS_SQL = (
+    "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cost_usd), "
+    "COUNT(*) FILTER (WHERE cost_usd IS NULL), COUNT(*) FILTER (WHERE usage_estimated), "
+    "COUNT(*) FILTER (WHERE status = 'error')"
+)
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+        import psycopg.types.json
+    except ImportError as exc:
+        err = MissingDependency("postgresql ledger", "psycopg", "postgres")
+        err.args = ("a postgresql:// ledger needs psycopg: pip install 'llama-broker[postgres]'",)
+        raise err from exc
+    return psycopg
+
+
+def _cost(value: Decimal | None) -> Decimal | None:
+    # the same rounding as SQLite's picodollars, so both backends agree to the last digit
+    return None if value is None else Decimal(to_picousd(value)).scaleb(-COST_SCALE)
+
+
+def _dimension_sql(dim: Dimension, params: list[Any]) -> str:
+    if dim.tag_key is not None:
+        params.append(dim.tag_key)
+        return "(tags ->> %s)"
+    return {
+        "day": "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        "month": "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM')",
+        "tag": "tags",
+    }.get(dim.key, dim.key)
+
+
+class PostgresLedger:
+    """A usage ledger in a PostgreSQL database (see the module docstring)."""
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+        self._psycopg = _psycopg()
+        self.url = url
+        self.spill_dir = None  # spill files go to the data directory
+        self.connect_timeout_s = connect_timeout_s
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._closed = False
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+
+    def _connection(self) -> Any:
+        if self._closed:
+            raise RuntimeError("ledger is closed")
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self._psycopg.connect(
+                self.url, autocommit=True, connect_timeout=self.connect_timeout_s
+            )
+            self._conn.execute("SET TIME ZONE 'UTC'")
+        return self._conn
+
+    # ------------------------------------------------------------------ writes
+
+    def write(self, events: Sequence[UsageEvent]) -> int:
+        if not events:
+            return 0
+        jsonb = self._psycopg.types.json.Jsonb
+        rows = [
+            (
+                e.event_id, e.request_id, e.attempt, e.tenant, jsonb(dict(e.tags)), e.model,
+                e.provider, e.region, e.jurisdiction, e.model_id, e.route_id, e.input_tokens,
+                e.output_tokens, e.cached_input_tokens, bool(e.usage_estimated), _cost(e.cost_usd),
+                e.price_version, e.latency_ms, e.ttft_ms, e.status, e.error_kind, utc(e.timestamp),
+                e.policy_version, e.prompt_text, e.completion_text,
+            )
+            for e in events
+        ]
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(_INSERT, rows)
+                return int(cur.rowcount)
+
+    # ------------------------------------------------------------------ reads
+
+    def spend(self, tenant: str, since: datetime, until: datetime | None = None) -> Decimal:
+        sql = "SELECT SUM(cost_usd) FROM usage_events WHERE tenant = %s AND ts >= %s"
+        params: list[Any] = [tenant, utc(since)]
+        if until is not None:
+            sql += " AND ts < %s"
+            params.append(utc(until))
+        with self._lock:
+            (total,) = self._connection().execute(sql, params).fetchone()
+        return Decimal(0) if total is None else tidy_decimal(total)
+
+    def aggregate(self, *, group_by: Sequence[str], filters: Any) -> list[dict[str, Any]]:
+        dims = parse_group_by(group_by)
+        params: list[Any] = []
+        select = [_dimension_sql(d, params) for d in dims]
+        clauses = []
+        for column, value in filter_equalities(filters):
+            clauses.append(f"{column} = %s")
+            params.append(value)
+        if getattr(filters, "since", None) is not None:
+            clauses.append("ts >= %s")
+            params.append(utc(filters.since))
+        if getattr(filters, "until", None) is not None:
+            clauses.append("ts < %s")
+            params.append(utc(filters.until))
+        sql = f"SELECT {', '.join([*select, _METRICS_SQL])} FROM usage_events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        if dims:
+            sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
+        with self._lock:
+            fetched = self._connection().execute(sql, params).fetchall()
+        out = []
+        for r in fetched:
+            n = len(dims)
+            if not r[n]:
+                continue
+            row: dict[str, Any] = {}
+            for i, d in enumerate(dims):
+                row[d.key] = tags_label(r[i]) if d.key == "tag" else r[i]
+            calls, tin, tout, tcached, cost, unknown, estimated, errors = r[n : n + 8]
+            row.update(
+                calls=int(calls),
+                input_tokens=int(tin or 0),
+                output_tokens=int(tout or 0),
+                cached_input_tokens=int(tcached or 0),
+                cost_usd=None if cost is None else tidy_decimal(cost),
+                unknown_cost_calls=int(unknown),
+                estimated_calls=int(estimated),
+                error_calls=int(errors),
+            )
+            out.append(row)
+        return out
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._connection().execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self._conn is not None:
+                    self._conn.close()
+
+    def __enter__(self) -> PostgresLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "PostgresLedger(<url>)"  # the URL may carry a password

@@ -1,0 +1,295 @@
+"""SQLite ledger: the embedded default.
+
+The file runs in WAL mode, so readers never block the writer.  Every write takes the
+write lock up front (``BEGIN IMMEDIATE``) and waits up to `busy_timeout_s` for it instead of
+failing, so several threads and several processes can share one file without losing an
+event.  Inserts are ``ON CONFLICT(event_id) DO NOTHING``: a retried batch never counts twice.
+
+Exact money: costs are stored as integer picodollars (`cost_picousd`, 1e-12 USD) and summed
+in SQL as two integer sums (whole micro-dollars and the picodollar remainder), so a total is
+exact and cannot overflow SQLite's 64-bit integers.  Timestamps are UTC text in one fixed
+format (``2025-01-31T23:59:59.000000Z``), which sorts as time and gives day and month as
+prefixes.  Tags are JSON text with sorted keys.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal, localcontext
+from pathlib import Path
+from typing import Any
+
+from broker.metering.events import UsageEvent
+from broker.metering.ledger import (
+    Dimension,
+    filter_equalities,
+    parse_group_by,
+    tags_label,
+    tidy_decimal,
+    to_picousd,
+    utc,
+)
+
+__all__ = ["SQLiteLedger"]
+
+SCHEMA_VERSION = 1
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS usage_events (
+        event_id            TEXT PRIMARY KEY,
+        request_id          TEXT NOT NULL,
+        attempt             INTEGER NOT NULL,
+        tenant              TEXT NOT NULL,
+        tags                TEXT NOT NULL DEFAULT '{}',
+        model               TEXT NOT NULL,
+        provider            TEXT NOT NULL,
+        region              TEXT,
+        jurisdiction        TEXT NOT NULL,
+        model_id            TEXT NOT NULL,
+        route_id            TEXT NOT NULL,
+        input_tokens        INTEGER NOT NULL,
+        output_tokens       INTEGER NOT NULL,
+        cached_input_tokens INTEGER NOT NULL,
+        usage_estimated     INTEGER NOT NULL,
+        cost_picousd        INTEGER,
+        price_version       TEXT,
+        latency_ms          REAL,
+        ttft_ms             REAL,
+        status              TEXT NOT NULL,
+        error_kind          TEXT,
+        ts                  TEXT NOT NULL,
+        policy_version      TEXT NOT NULL,
+        prompt_text         TEXT,
+        completion_text     TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS usage_events_tenant_ts ON usage_events (tenant, ts)",
+    "CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts)",
+)
+
+_COLUMNS = (
+    "event_id, request_id, attempt, tenant, tags, model, provider, region, jurisdiction, model_id, "
+    "route_id, input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost_picousd, "
+    "price_version, latency_ms, ttft_ms, status, error_kind, ts, policy_version, prompt_text, "
+    "completion_text"
+)
+_INSERT = (
+    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) "
+    "ON CONFLICT(event_id) DO NOTHING"
+)
+
+_METRICS_SQL = (
+    "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), "
+    "SUM(cost_picousd / 1000000), SUM(cost_picousd % 1000000), "
+    "SUM(cost_picousd IS NULL), SUM(usage_estimated), SUM(status = 'error')"
+)
+
+
+def ts_text(value: datetime) -> str:
+    return utc(value).strftime(_TS_FORMAT)
+
+
+def _row(e: UsageEvent) -> tuple[Any, ...]:
+    return (
+        e.event_id,
+        e.request_id,
+        e.attempt,
+        e.tenant,
+        json.dumps(dict(e.tags), sort_keys=True, separators=(",", ":")) if e.tags else "{}",
+        e.model,
+        e.provider,
+        e.region,
+        e.jurisdiction,
+        e.model_id,
+        e.route_id,
+        e.input_tokens,
+        e.output_tokens,
+        e.cached_input_tokens,
+        1 if e.usage_estimated else 0,
+        None if e.cost_usd is None else to_picousd(e.cost_usd),
+        e.price_version,
+        e.latency_ms,
+        e.ttft_ms,
+        e.status,
+        e.error_kind,
+        ts_text(e.timestamp),
+        e.policy_version,
+        e.prompt_text,
+        e.completion_text,
+    )
+
+
+def picousd_sum(micro: int | None, pico_rest: int | None) -> Decimal | None:
+    """Rebuild an exact Decimal from the two integer sums (None when every cost was unknown)."""
+    if micro is None:
+        return None
+    with localcontext() as ctx:
+        ctx.prec = 80
+        return tidy_decimal(Decimal(micro).scaleb(-6) + Decimal(pico_rest or 0).scaleb(-12))
+
+
+def _dimension_sql(dim: Dimension, params: list[Any]) -> str:
+    if dim.tag_key is not None:
+        if '"' in dim.tag_key:
+            params.append(dim.tag_key)
+            return "(SELECT value FROM json_each(tags) WHERE key = ?)"
+        params.append(f'$."{dim.tag_key}"')
+        return "json_extract(tags, ?)"
+    return {"day": "substr(ts, 1, 10)", "month": "substr(ts, 1, 7)", "tag": "tags"}.get(dim.key, dim.key)
+
+
+class SQLiteLedger:
+    """A usage ledger in one SQLite file (see the module docstring for the guarantees)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        self.url = "sqlite://" + (self.path if self.path == ":memory:" else str(Path(self.path).resolve()))
+        self.busy_timeout_s = busy_timeout_s
+        self.spill_dir: Path | None = None if self.path == ":memory:" else Path(self.path).resolve().parent
+        if self.spill_dir is not None:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._setup(synchronous)
+
+    def _setup(self, synchronous: str) -> None:
+        db = self._db
+        db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        if self.path != ":memory:":
+            deadline = time.monotonic() + self.busy_timeout_s
+            while True:  # switching to WAL takes a lock the busy handler does not always wait for
+                try:
+                    db.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"ledger {self.path} has schema v{version}; this broker knows v{SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------ writes
+
+    def write(self, events: Sequence[UsageEvent]) -> int:
+        if not events:
+            return 0
+        rows = [_row(e) for e in events]
+        with self._lock:
+            db = self._connection()
+            before = db.total_changes
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(_INSERT, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return db.total_changes - before
+
+    # ------------------------------------------------------------------ reads
+
+    def spend(self, tenant: str, since: datetime, until: datetime | None = None) -> Decimal:
+        sql = (
+            "SELECT SUM(cost_picousd / 1000000), SUM(cost_picousd % 1000000) FROM usage_events "
+            "WHERE tenant = ? AND ts >= ?"
+        )
+        params: list[Any] = [tenant, ts_text(since)]
+        if until is not None:
+            sql += " AND ts < ?"
+            params.append(ts_text(until))
+        with self._lock:
+            micro, rest = self._connection().execute(sql, params).fetchone()
+        return picousd_sum(micro, rest) or Decimal(0)
+
+    def aggregate(self, *, group_by: Sequence[str], filters: Any) -> list[dict[str, Any]]:
+        dims = parse_group_by(group_by)
+        params: list[Any] = []
+        select = [_dimension_sql(d, params) for d in dims]
+        where, where_params = self._where(filters)
+        sql = f"SELECT {', '.join([*select, _METRICS_SQL])} FROM usage_events{where}"
+        if dims:
+            sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
+        with self._lock:
+            fetched = self._connection().execute(sql, [*params, *where_params]).fetchall()
+        return [self._to_row(dims, r) for r in fetched if r[len(dims)]]
+
+    def _where(self, filters: Any) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for column, value in filter_equalities(filters):
+            clauses.append(f"{column} = ?")
+            params.append(value)
+        if getattr(filters, "since", None) is not None:
+            clauses.append("ts >= ?")
+            params.append(ts_text(filters.since))
+        if getattr(filters, "until", None) is not None:
+            clauses.append("ts < ?")
+            params.append(ts_text(filters.until))
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    @staticmethod
+    def _to_row(dims: Sequence[Dimension], r: Sequence[Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for i, d in enumerate(dims):
+            row[d.key] = tags_label(json.loads(r[i])) if d.key == "tag" else r[i]
+        n = len(dims)
+        calls, tin, tout, tcached, micro, rest, unknown, estimated, errors = r[n : n + 9]
+        row.update(
+            calls=calls,
+            input_tokens=tin or 0,
+            output_tokens=tout or 0,
+            cached_input_tokens=tcached or 0,
+            cost_usd=picousd_sum(micro, rest),
+            unknown_cost_calls=unknown or 0,
+            estimated_calls=estimated or 0,
+            error_calls=errors or 0,
+        )
+        return row
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._connection().execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError(f"ledger {self.url} is closed")
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> SQLiteLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({self.path!r})"

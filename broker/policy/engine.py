@@ -1,0 +1,178 @@
+"""The routing rule: candidates -> hard filters -> ranking -> an explained `Decision`.
+
+    candidates = the policy's routes serving the requested logical model
+    hard filters (broker/policy/filters.py), each recorded with its reason
+    rank the survivors by the tenant's objective (broker/policy/ranking.py)
+
+Budgets act before any route is considered: a tenant over its limit is refused
+(`block`), moved to its cheaper model (`downgrade`) or let through with a warning (`alert`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from broker.errors import BudgetExceeded, NoEligibleRoute
+from broker.health import CircuitBoard, LatencyTracker
+from broker.routes import Route
+from broker.types import ChatRequest
+
+from .decision import Candidate, Decision
+from .filters import FILTERS, CallContext, allowed_jurisdictions
+from .ranking import rank
+
+__all__ = ["Router", "SpendSource"]
+
+log = logging.getLogger("llama_broker.policy")
+_EOL_WARNING_DAYS = 90
+
+
+class SpendSource(Protocol):
+    """Month- and day-to-date spend of a tenant (the meter implements it without a query per call)."""
+
+    def month_to_date(self, tenant: str, now: dt.datetime) -> Decimal: ...
+    def day_to_date(self, tenant: str, now: dt.datetime) -> Decimal: ...
+
+
+@dataclass(frozen=True)
+class _BudgetState:
+    model: str
+    remaining: Decimal | None
+    downgraded_from: str | None
+    warnings: tuple[str, ...]
+
+
+class Router:
+    """Decides where each call may go.  Stateless apart from the live health it reads."""
+
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        latency: LatencyTracker,
+        circuits: CircuitBoard,
+        spend: SpendSource | None = None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    ) -> None:
+        self.policy = policy
+        self.latency = latency
+        self.circuits = circuits
+        self.spend = spend
+        self.now = now
+        self._by_model: dict[str, tuple[Route, ...]] = {}
+        for route in policy.routes:
+            self._by_model.setdefault(route.model, ())
+            self._by_model[route.model] += (route,)
+
+    # ------------------------------------------------------------------ budget
+
+    def _budget(self, tenant: Any, model: str, now: dt.datetime) -> _BudgetState:
+        budget = getattr(tenant, "budget", None)
+        if budget is None or self.spend is None:
+            return _BudgetState(model, None, None, ())
+        remaining: Decimal | None = None
+        spent_label = ""
+        for limit, spent, period in (
+            (budget.monthly_usd, lambda: self.spend.month_to_date(tenant.name, now), "month"),  # type: ignore[union-attr]
+            (budget.daily_usd, lambda: self.spend.day_to_date(tenant.name, now), "day"),  # type: ignore[union-attr]
+        ):
+            if limit is None:
+                continue
+            spent_now = spent()
+            left = Decimal(limit) - spent_now
+            if remaining is None or left < remaining:
+                remaining, spent_label = left, f"${spent_now:.2f} of ${limit} this {period}"
+        if remaining is None or remaining > 0:
+            return _BudgetState(model, remaining, None, ())
+        if budget.on_exceed == "block":
+            raise BudgetExceeded(
+                f"tenant {tenant.name!r} has spent {spent_label}; its budget blocks further calls",
+                tenant=tenant.name,
+                spent_usd=spent_label,
+                limit_usd=budget.monthly_usd or budget.daily_usd,
+            )
+        if budget.on_exceed == "downgrade" and budget.downgrade_to and budget.downgrade_to != model:
+            note = f"budget exceeded ({spent_label}): downgraded {model} -> {budget.downgrade_to}"
+            log.warning("tenant %s: %s", tenant.name, note)
+            return _BudgetState(self.policy.resolve_model(budget.downgrade_to), None, model, (note,))
+        note = f"budget exceeded ({spent_label}); on_exceed={budget.on_exceed}"
+        log.warning("tenant %s: %s", tenant.name, note)
+        return _BudgetState(model, None, None, (note,))
+
+    # ------------------------------------------------------------------ decide
+
+    def decide(self, request: ChatRequest, tenant_name: str, *, stream: bool = False) -> Decision:
+        """The explained decision for one call.  Raises `NoEligibleRoute` when nothing survives."""
+        tenant = self.policy.tenant(tenant_name)
+        model = self.policy.resolve_model(request.model)
+        allowed_models = getattr(getattr(tenant, "models", None), "allow", None)
+        if allowed_models is not None and model not in {self.policy.resolve_model(m) for m in allowed_models}:
+            raise NoEligibleRoute(f"tenant {tenant.name!r} may not use model {model!r}")
+        now = self.now()
+        budget = self._budget(tenant, model, now)
+        model = budget.model
+        routes = self._by_model.get(model, ())
+        if not routes:
+            raise NoEligibleRoute(f"the policy has no route serving model {model!r}")
+
+        expected_out = request.max_tokens
+        ctx = CallContext(
+            request=request,
+            tenant=tenant,
+            stream=stream,
+            today=now.date(),
+            estimated_input_tokens=request.estimated_input_tokens(),
+            expected_output_tokens=lambda r: expected_out or r.expected_output_tokens,
+            latency=self.latency,
+            circuits=self.circuits,
+            budget_remaining_usd=budget.remaining,
+        )
+        candidates = [self._judge(route, ctx) for route in routes]
+        candidates = rank(candidates, tenant.objective, getattr(tenant, "weights", None))
+        decision = Decision(
+            tenant=tenant.name,
+            model=model,
+            objective=tenant.objective,
+            candidates=tuple(candidates),
+            allowed_jurisdictions=allowed_jurisdictions(tenant),
+            warnings=budget.warnings,
+            downgraded_from=budget.downgraded_from,
+        )
+        if not decision.routes:
+            self._refuse(decision, tenant)
+        return decision
+
+    def _judge(self, route: Route, ctx: CallContext) -> Candidate:
+        warnings: list[str] = []
+        days = route.lifecycle.days_left(ctx.today)
+        if route.lifecycle.status == "deprecated" or (days is not None and 0 <= days <= _EOL_WARNING_DAYS):
+            when = route.lifecycle.retires_on.isoformat() if route.lifecycle.retires_on else "a date not announced"
+            warnings.append(f"end of life {when}")
+        out = ctx.expected_output_tokens(route)
+        cost = route.price.cost(ctx.estimated_input_tokens, out) if route.price is not None else None
+        latency = self.latency.estimate(route).predict_ms(out)
+        for check in FILTERS:
+            verdict = check(route, ctx)
+            if not verdict.keep:
+                return Candidate(route, verdict.filter, verdict.reason, cost, latency, warnings=tuple(warnings))
+        return Candidate(route, None, "", cost, latency, warnings=tuple(warnings))
+
+    def _refuse(self, decision: Decision, tenant: Any) -> None:
+        removed_by = {c.removed_by for c in decision.candidates}
+        budget = getattr(tenant, "budget", None)
+        if removed_by == {"budget"} and budget is not None and budget.on_exceed == "block":
+            raise BudgetExceeded(
+                f"tenant {tenant.name!r}: every route would exceed the remaining budget",
+                tenant=tenant.name,
+            )
+        summary = "; ".join(f"{rid} ({why})" for rid, why in decision.removed.items())
+        raise NoEligibleRoute(
+            f"no eligible route for tenant {decision.tenant!r} and model {decision.model!r}: {summary}",
+            reasons=decision.removed,
+            decision=decision,
+        )

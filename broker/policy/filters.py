@@ -1,0 +1,161 @@
+"""Hard filters, in the fixed order the engine applies them.
+
+Each filter is a callable `(route, ctx) -> Verdict`.  The first filter that says no removes
+the route, and the decision records which one and why.  Order:
+
+    lifecycle -> residency -> providers -> capabilities -> health
+    -> price ceiling -> latency SLO -> budget
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from broker.health import CircuitBoard, LatencyTracker
+from broker.routes import Route
+from broker.types import ChatRequest
+
+from .decision import Verdict
+
+__all__ = ["CallContext", "FILTERS", "allowed_jurisdictions", "residency_allows"]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Everything a filter or ranker may read about the call being decided."""
+
+    request: ChatRequest
+    tenant: Any  # TenantPolicy
+    stream: bool
+    today: dt.date
+    estimated_input_tokens: int
+    expected_output_tokens: Callable[[Route], int]
+    latency: LatencyTracker
+    circuits: CircuitBoard
+    budget_remaining_usd: Decimal | None
+
+
+def allowed_jurisdictions(tenant: Any) -> frozenset[str] | None:
+    """The tenant's jurisdictions, or None when its residency is unrestricted."""
+    residency = getattr(tenant, "residency", None)
+    return None if residency is None else frozenset(residency)
+
+
+def residency_allows(route: Route, allowed: frozenset[str] | None) -> bool:
+    """The one residency rule: a route is allowed only if its jurisdiction is named.
+
+    `global` (may process anywhere) and `unknown` satisfy only a rule that names them.
+    """
+    return allowed is None or route.jurisdiction in allowed
+
+
+def lifecycle(route: Route, ctx: CallContext) -> Verdict:
+    if route.lifecycle.is_retired(ctx.today):
+        when = route.lifecycle.retires_on.isoformat() if route.lifecycle.retires_on else "earlier"
+        return Verdict(False, "lifecycle", f"retired ({when})")
+    return Verdict(True, "lifecycle")
+
+
+def residency(route: Route, ctx: CallContext) -> Verdict:
+    allowed = allowed_jurisdictions(ctx.tenant)
+    if residency_allows(route, allowed):
+        return Verdict(True, "residency")
+    return Verdict(
+        False, "residency", f"jurisdiction {route.jurisdiction!r} not in {sorted(allowed or ())}"
+    )
+
+
+def providers(route: Route, ctx: CallContext) -> Verdict:
+    rule = getattr(ctx.tenant, "providers", None)
+    if rule is None:
+        return Verdict(True, "providers")
+    if route.provider in (rule.deny or ()):
+        return Verdict(False, "providers", f"provider {route.provider!r} denied")
+    if rule.allow is not None and route.provider not in rule.allow:
+        return Verdict(False, "providers", f"provider {route.provider!r} not in allow list")
+    return Verdict(True, "providers")
+
+
+def capabilities(route: Route, ctx: CallContext) -> Verdict:
+    caps, req = route.capabilities, ctx.request
+    missing = [
+        name
+        for name, needed, has in (
+            ("tools", req.needs_tools, caps.tools),
+            ("vision", req.needs_vision, caps.vision),
+            ("json", req.needs_json, caps.json_mode),
+        )
+        if needed and not has
+    ]
+    if missing:
+        return Verdict(False, "capabilities", f"no {', '.join(missing)} support")
+    if ctx.stream and not caps.streaming and not route.options.get("stream_fallback", True):
+        return Verdict(False, "capabilities", "no streaming")
+    wanted_out = req.max_tokens or 0
+    if wanted_out > caps.max_output_tokens:
+        return Verdict(False, "capabilities", f"max_tokens {wanted_out} > {caps.max_output_tokens}")
+    needed = ctx.estimated_input_tokens + wanted_out
+    if needed > caps.context_window:
+        return Verdict(False, "capabilities", f"~{needed} tokens > context window {caps.context_window}")
+    return Verdict(True, "capabilities")
+
+
+def health(route: Route, ctx: CallContext) -> Verdict:
+    if ctx.circuits.allows(route.id):
+        return Verdict(True, "health")
+    return Verdict(False, "health", f"circuit {ctx.circuits.state(route.id).value}")
+
+
+def price_ceiling(route: Route, ctx: CallContext) -> Verdict:
+    ceiling = getattr(ctx.tenant, "max_price_per_mtok", None)
+    if ceiling is None:
+        return Verdict(True, "price")
+    if route.price is None:
+        return Verdict(False, "price", "price unknown; the tenant has a price ceiling")
+    for side, limit, price in (
+        ("input", ceiling.input, route.price.input_per_mtok),
+        ("output", ceiling.output, route.price.output_per_mtok),
+    ):
+        if limit is not None and price > limit:
+            return Verdict(False, "price", f"{side} ${price}/Mtok > ceiling ${limit}")
+    return Verdict(True, "price")
+
+
+def latency_slo(route: Route, ctx: CallContext) -> Verdict:
+    slo = getattr(ctx.tenant, "latency_slo_ms", None)
+    if slo is None:
+        return Verdict(True, "latency")
+    est = ctx.latency.estimate(route)
+    out = ctx.expected_output_tokens(route)
+    for name, limit, predicted in (
+        ("p50", slo.p50, est.predict_ms(out)),
+        ("p95", slo.p95, est.predict_p95_ms(out)),
+    ):
+        if limit is not None and predicted > limit:
+            return Verdict(False, "latency", f"predicted {name} {predicted:.0f} ms > SLO {limit:.0f} ms")
+    return Verdict(True, "latency")
+
+
+def budget(route: Route, ctx: CallContext) -> Verdict:
+    if ctx.budget_remaining_usd is None or route.price is None:
+        return Verdict(True, "budget")
+    cost = route.price.cost(ctx.estimated_input_tokens, ctx.expected_output_tokens(route))
+    if cost > ctx.budget_remaining_usd:
+        return Verdict(False, "budget", f"estimated ${cost:.6f} > remaining ${ctx.budget_remaining_usd:.6f}")
+    return Verdict(True, "budget")
+
+
+FILTERS: tuple[Callable[[Route, CallContext], Verdict], ...] = (
+    lifecycle,
+    residency,
+    providers,
+    capabilities,
+    health,
+    price_ceiling,
+    latency_slo,
+    budget,
+)

@@ -1,0 +1,244 @@
+"""Turn a merged policy document into a `Policy`: validate each part, fill routes from the
+catalog, derive jurisdictions, check every cross-reference, and collect every problem."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import PolicyIssue
+from ..routes import Lifecycle, Route
+from .catalog import Catalog, apply_catalog_doc, builtin_catalog
+from .loader import LineIndex, issues_from_validation
+from .schema import Policy, PolicyDoc, RouteSpec, TenantPolicy, TenantSpec, schema_keys
+
+__all__ = ["build_policy"]
+
+Where = tuple[str, int]
+
+
+class _Context:
+    """The document, its line index and the issue list, shared by the resolution steps."""
+
+    def __init__(self, data: dict[str, Any], index: LineIndex, issues: list[PolicyIssue], source: str) -> None:
+        self.data, self.index, self.issues = data, index, issues
+        self.default: Where = (source, 0)
+        self.keys = schema_keys()
+
+    def at(self, *path: Any) -> Where:
+        return self.index.lookup(self.data, path, self.default)
+
+    def add(self, where: Where, message: str) -> None:
+        self.issues.append(PolicyIssue(where[0], where[1], message))
+
+    def validate(self, model: type[BaseModel], value: Any, *path: Any) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            self.issues.extend(issues_from_validation(
+                exc, root=self.data, prefix=path, index=self.index, default=self.default, known_keys=self.keys))
+            return None
+
+
+def build_policy(
+    data: dict[str, Any], index: LineIndex, issues: list[PolicyIssue], *, source: str, catalog: Catalog | None = None
+) -> Policy | None:
+    ctx = _Context(data, index, issues, source)
+    doc = ctx.validate(PolicyDoc, data)
+    if doc is None:  # keep checking routes and tenants with the sound part of the top level
+        bad = {loc[0] for loc in _error_roots(data)}
+        doc = PolicyDoc.model_validate({k: v for k, v in data.items() if k not in bad and k in PolicyDoc.model_fields})
+    base = catalog or builtin_catalog()
+    if data.get("catalog") is not None:
+        base = apply_catalog_doc(base, data, index=index, issues=issues, path=("catalog",), default=ctx.default)
+    registry = _provider_check()
+    routes = _routes(ctx, doc, base, registry)
+    tenants = _tenants(ctx, doc, base, routes, registry)
+    if not routes and not any(i.file == source for i in issues):
+        ctx.add(ctx.at("routes"), "the policy has no routes")
+    if issues:
+        return None
+    return Policy(
+        routes=tuple(routes), tenants=tenants, catalog=base, source=source, ledger=doc.ledger or None,
+        description=doc.description, metering=doc.metering, retry=doc.retry, circuit=doc.circuit,
+    )
+
+
+def _error_roots(data: dict[str, Any]) -> list[tuple[Any, ...]]:
+    try:
+        PolicyDoc.model_validate(data)
+    except ValidationError as exc:
+        return [tuple(e["loc"]) or ("",) for e in exc.errors()]
+    return []
+
+
+def _provider_check() -> Callable[[str], bool]:
+    from adapters.base import AdapterRegistry
+
+    registry = AdapterRegistry()
+    return registry.__contains__
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _routes(ctx: _Context, doc: PolicyDoc, catalog: Catalog, known: Callable[[str], bool]) -> list[Route]:
+    out: list[Route] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(doc.routes):
+        if isinstance(item, dict) and item.get("enabled") is False:
+            continue
+        spec = ctx.validate(RouteSpec, item, "routes", i)
+        if spec is None:
+            continue
+        if spec.id in seen:
+            ctx.add(ctx.at("routes", i, "id"), f"duplicate route id {spec.id!r} (first on line {ctx.at('routes', seen[spec.id])[1]})")
+            continue
+        seen[spec.id] = i
+        route = _route(ctx, spec, catalog, known, ("routes", i))
+        if route is not None:
+            out.append(route)
+    return out
+
+
+def _route(ctx: _Context, spec: RouteSpec, catalog: Catalog, known: Callable[[str], bool], loc: tuple[Any, ...]) -> Route | None:
+    def at(key: str) -> Where:
+        return ctx.at(*loc, key)
+
+    before = len(ctx.issues)
+    name = f"route {spec.id!r}"
+    if not known(spec.provider):
+        ctx.add(at("provider"), f"{name}: unknown provider {spec.provider!r} (no built-in or entry-point adapter)")
+        return None
+    model = catalog.model_for(spec.model)
+    if model is None:
+        ctx.add(at("model"), f"{name}: unknown model {spec.model!r}; known: {', '.join(sorted(catalog.models))} "
+                             "(declare new ones under catalog.models)")
+        return None
+    table = catalog.jurisdictions
+    if spec.region is None and table.is_regional(spec.provider):
+        offered = ", ".join(r for r in catalog.regions(spec.provider, model) if r) or "none in the catalog"
+        ctx.add(at("provider"), f"{name}: a {spec.provider} route needs a region (catalog regions for {model}: {offered})")
+    entry = catalog.find(spec.provider, model, spec.region, spec.model_id)
+    model_id = spec.model_id or (entry.model_id if entry else None)
+    jurisdiction = _jurisdiction(ctx, spec, model_id, catalog, loc)
+    if model_id is None and len(ctx.issues) == before:
+        offered = ", ".join(r or "(no region)" for r in catalog.regions(spec.provider, model)) or "none"
+        ctx.add(ctx.at(*loc), f"{name}: the catalog has no {spec.provider} deployment of {model} in "
+                              f"{spec.region or '(no region)'} (catalog regions: {offered}); give model_id")
+    if len(ctx.issues) > before or model_id is None or jurisdiction is None:
+        return None
+    price = entry.price if entry else None
+    if "price" in spec.model_fields_set:
+        price = spec.price
+        if price is not None and price.source is None:
+            price = price.model_copy(update={"source": f"policy {ctx.at(*loc)[0]}"})
+    caps = entry.capabilities if entry else catalog.models[model].capabilities
+    if spec.capabilities is not None:
+        caps = caps.model_copy(update=spec.capabilities.model_dump(exclude_none=True))
+    lifecycle = entry.lifecycle if entry else None
+    if spec.lifecycle is not None:
+        changes = spec.lifecycle.model_dump(exclude_none=True)
+        lifecycle = (lifecycle or Lifecycle()).model_copy(update=changes)
+    fields: dict[str, Any] = {
+        "id": spec.id, "provider": spec.provider, "model": model, "model_id": model_id, "region": spec.region,
+        "jurisdiction": jurisdiction, "endpoint": spec.endpoint or None, "api_key_env": spec.api_key_env or None,
+        "price": price, "capabilities": caps, "options": dict(spec.options),
+    }
+    if lifecycle is not None:
+        fields["lifecycle"] = lifecycle
+    for key in ("timeout_s", "connect_timeout_s", "expected_output_tokens"):
+        if getattr(spec, key) is not None:
+            fields[key] = getattr(spec, key)
+    try:
+        return Route(**fields)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            ctx.add(ctx.at(*loc, *err["loc"]), f"{name}: {err['msg']}")
+        return None
+
+
+def _jurisdiction(ctx: _Context, spec: RouteSpec, model_id: str | None, catalog: Catalog, loc: tuple[Any, ...]) -> str | None:
+    table = catalog.jurisdictions
+    name = f"route {spec.id!r}"
+    derived, basis = table.derive(spec.provider, spec.region, model_id)
+    if spec.region is not None and table.of_region(spec.provider, spec.region) is None and spec.jurisdiction is None:
+        close = difflib.get_close_matches(spec.region, table.regions(spec.provider), n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        ctx.add(ctx.at(*loc, "region"), f"{name}: unknown region {spec.region!r} for {spec.provider}{hint}; "
+                                        "give jurisdiction: explicitly if the region is right")
+        return None
+    host_region = table.endpoint_region(spec.provider, spec.endpoint)
+    if host_region is not None and spec.region is not None and host_region != spec.region:
+        ctx.add(ctx.at(*loc, "endpoint"), f"{name}: endpoint names region {host_region!r} but the route says region {spec.region!r}")
+    if spec.jurisdiction is not None:
+        if derived not in (None, "unknown") and derived != spec.jurisdiction:
+            ctx.add(ctx.at(*loc, "jurisdiction"),
+                    f"{name}: jurisdiction {spec.jurisdiction!r} contradicts {basis}, which is {derived!r}")
+            return None
+        return spec.jurisdiction
+    if derived is None:
+        ctx.add(ctx.at(*loc), f"{name}: jurisdiction unknown for provider {spec.provider!r} without a region; "
+                              "give jurisdiction: (on-prem for your own hardware)")
+    return derived
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+def _tenants(
+    ctx: _Context, doc: PolicyDoc, catalog: Catalog, routes: list[Route], known: Callable[[str], bool]
+) -> dict[str, TenantPolicy]:
+    default_residency = None if doc.default_residency == "any" else doc.default_residency
+    served = {r.model for r in routes}
+    raw = dict(doc.tenants)
+    if not raw and doc.default_residency is not None:
+        raw = {"default": {}}  # a policy without tenants gets one, bound by default_residency
+    out: dict[str, TenantPolicy] = {}
+    for tname, item in raw.items():
+        spec = ctx.validate(TenantSpec, item if item is not None else {}, "tenants", tname)
+        if spec is None:
+            continue
+        loc = ("tenants", tname)
+        who = f"tenant {tname!r}"
+        if "residency" in spec.model_fields_set and spec.residency is not None:
+            residency = None if spec.residency == "any" else list(spec.residency)
+        elif doc.default_residency is not None:
+            residency = None if doc.default_residency == "any" else list(default_residency or [])
+        else:
+            ctx.add(ctx.at(*loc), f"{who}: residency is not set and the policy has no default_residency; "
+                                  "write residency: [us, eu] (or residency: any)")
+            continue
+        for kind in ("allow", "deny"):
+            for p in getattr(spec.providers, kind) or []:
+                if not known(p):
+                    ctx.add(ctx.at(*loc, "providers", kind), f"{who}: unknown provider {p!r} in providers.{kind}")
+        update: dict[str, Any] = {}
+        if spec.models is not None and spec.models.allow is not None:
+            allowed = []
+            for m in spec.models.allow:
+                logical = catalog.model_for(m)
+                if logical is None:
+                    ctx.add(ctx.at(*loc, "models", "allow"), f"{who}: unknown model {m!r} in models.allow")
+                else:
+                    allowed.append(logical)
+            update["models"] = spec.models.model_copy(update={"allow": allowed})
+        if spec.budget is not None and spec.budget.downgrade_to:
+            target = catalog.model_for(spec.budget.downgrade_to)
+            where = ctx.at(*loc, "budget", "downgrade_to")
+            if target is None:
+                ctx.add(where, f"{who}: budget.downgrade_to names unknown model {spec.budget.downgrade_to!r}")
+            elif target not in served:
+                ctx.add(where, f"{who}: budget.downgrade_to {target!r} is served by no route in this policy")
+            else:
+                update["budget"] = spec.budget.model_copy(update={"downgrade_to": target})
+        if spec.objective == "weighted" and spec.weights.cost + spec.weights.latency == 0:
+            ctx.add(ctx.at(*loc, "weights"), f"{who}: objective weighted needs a non-zero weight")
+        fields = spec.model_dump(exclude={"residency", "description", "models", "budget"})
+        fields.update({"models": spec.models, "budget": spec.budget})
+        fields.update(update)
+        out[tname] = TenantPolicy(name=tname, residency=residency, **fields)
+    return out

@@ -1,0 +1,392 @@
+"""The policy file schema: strict, typed models (unknown keys are errors) and the loaded `Policy`.
+
+Two layers:
+
+* *specs* mirror what a file may say (`RouteSpec`, `TenantSpec`, `PolicyDoc`, the catalog's
+  `ModelSpec` / `DeploymentSpec`); most fields are optional because the catalog fills them;
+* the *resolved* objects the rest of the broker reads: `broker.routes.Route`,
+  `TenantPolicy`, the settings models and `Policy`.
+
+Money is `Decimal` throughout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from ..errors import NoEligibleRoute, UnknownTenant
+from ..routes import Lifecycle, Price, Route
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+__all__ = [
+    "Budget",
+    "CapabilitiesPatch",
+    "CatalogDoc",
+    "CircuitSettings",
+    "DeploymentSpec",
+    "JURISDICTIONS",
+    "Jurisdiction",
+    "LatencySLO",
+    "LifecyclePatch",
+    "MeteringSettings",
+    "ModelRules",
+    "ModelSpec",
+    "Objective",
+    "Policy",
+    "PolicyDoc",
+    "PriceCeiling",
+    "ProviderRules",
+    "RetrySettings",
+    "RouteSpec",
+    "TenantPolicy",
+    "TenantSpec",
+    "Weights",
+    "schema_keys",
+]
+
+Jurisdiction = Literal[
+    "us", "ca", "mx", "br", "eu", "uk", "ch", "in", "jp", "kr", "au", "apac", "me", "il", "za", "cn",
+    "global", "on-prem", "unknown",
+]
+"""The closed set of jurisdictions (kept equal to `broker/data/jurisdictions.yaml` by a test)."""
+JURISDICTIONS: frozenset[str] = frozenset(get_args(Jurisdiction))
+Objective = Literal["cost", "latency", "weighted"]
+
+
+def _jurisdiction(value: Any) -> Any:
+    if isinstance(value, str) and value not in JURISDICTIONS:
+        raise ValueError(f"unknown jurisdiction {value!r}; known: {', '.join(sorted(JURISDICTIONS))}")
+    return value
+
+
+def _residency(value: Any) -> Any:
+    if value is None or value == "any":
+        return value
+    if not isinstance(value, list):
+        raise ValueError(f"residency is a list of jurisdictions, or `any` (got {value!r})")
+    for item in value:
+        _jurisdiction(item)
+    return value
+
+
+JurisdictionName = Annotated[Jurisdiction, BeforeValidator(_jurisdiction)]
+Residency = Annotated[list[str] | Literal["any"] | None, BeforeValidator(_residency)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class MeteringSettings(_Strict):
+    """How usage events are written: batched by default, `durable` commits before `chat()` returns."""
+
+    durable: bool = False
+    store_text: bool = False
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    max_buffer: int = Field(default=10_000, gt=0)
+
+
+class RetrySettings(_Strict):
+    """Retries of transient errors on one route, and the retry budget shared by all calls.
+
+    `budget_ratio` is the number of retries allowed per successful call (a token bucket in the
+    style of the AWS SDK retry quota), so a provider outage cannot multiply the load on it.
+    """
+
+    max_attempts_per_route: int = Field(default=3, ge=1)
+    base_delay_s: float = Field(default=0.25, ge=0)
+    max_delay_s: float = Field(default=8.0, ge=0)
+    budget_ratio: float = Field(default=0.2, ge=0)
+
+
+class CircuitSettings(_Strict):
+    """A route opens after `failure_threshold` failures within `window_s`, and is probed after `cooldown_s`."""
+
+    failure_threshold: int = Field(default=5, ge=1)
+    window_s: float = Field(default=30.0, gt=0)
+    cooldown_s: float = Field(default=15.0, gt=0)
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+class Weights(_Strict):
+    cost: float = Field(default=0.5, ge=0)
+    latency: float = Field(default=0.5, ge=0)
+
+
+class ProviderRules(_Strict):
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+
+
+class PriceCeiling(_Strict):
+    """Highest acceptable price, USD per million tokens."""
+
+    input: Decimal | None = Field(default=None, ge=0)
+    output: Decimal | None = Field(default=None, ge=0)
+
+
+class LatencySLO(_Strict):
+    p50: float | None = Field(default=None, gt=0)
+    p95: float | None = Field(default=None, gt=0)
+
+
+class Budget(_Strict):
+    monthly_usd: Decimal | None = Field(default=None, ge=0)
+    daily_usd: Decimal | None = Field(default=None, ge=0)
+    on_exceed: Literal["block", "downgrade", "alert"] = "block"
+    downgrade_to: str | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Budget:
+        if self.monthly_usd is None and self.daily_usd is None:
+            raise ValueError("a budget needs monthly_usd or daily_usd")
+        if self.on_exceed == "downgrade" and not self.downgrade_to:
+            raise ValueError("on_exceed: downgrade needs downgrade_to (a model)")
+        return self
+
+
+class ModelRules(_Strict):
+    allow: list[str] | None = None
+
+
+class _TenantFields(_Strict):
+    objective: Objective = "cost"
+    weights: Weights = Field(default_factory=Weights)
+    providers: ProviderRules = Field(default_factory=ProviderRules)
+    max_price_per_mtok: PriceCeiling | None = None
+    latency_slo_ms: LatencySLO | None = None
+    budget: Budget | None = None
+    models: ModelRules | None = None
+    store_text: bool = False
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class TenantSpec(_TenantFields):
+    """A tenant as written: `residency` is a list, `any`, or absent (then `default_residency`)."""
+
+    residency: Residency = None
+    description: str | None = None
+
+
+class TenantPolicy(_TenantFields):
+    """A tenant's rules, resolved: models are logical ids, `residency` None means any jurisdiction.
+
+    A jurisdiction satisfies a residency list only when it is named in it: `global` (may be
+    processed anywhere) and `unknown` (provider documents no place) are never implied.
+    """
+
+    name: str
+    residency: list[str] | None
+
+    def allows_jurisdiction(self, jurisdiction: str) -> bool:
+        return self.residency is None or jurisdiction in self.residency
+
+    def allows_provider(self, provider: str) -> bool:
+        allow = self.providers.allow
+        return provider not in self.providers.deny and (allow is None or provider in allow)
+
+    def allows_model(self, model: str) -> bool:
+        return self.models is None or self.models.allow is None or model in self.models.allow
+
+
+# --------------------------------------------------------------------------- routes and catalog
+
+
+class CapabilitiesPatch(_Strict):
+    """Field-wise overrides of `broker.routes.Capabilities`."""
+
+    streaming: bool | None = None
+    tools: bool | None = None
+    vision: bool | None = None
+    json_mode: bool | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+
+
+class LifecyclePatch(_Strict):
+    """Field-wise overrides of `broker.routes.Lifecycle`."""
+
+    status: Literal["ga", "preview", "deprecated", "retired"] | None = None
+    retires_on: dt.date | None = None
+    note: str | None = None
+
+
+class RouteSpec(_Strict):
+    """A route as written in a policy file; missing fields come from the catalog."""
+
+    id: str = Field(min_length=1)
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    model_id: str | None = None
+    region: str | None = None
+    jurisdiction: JurisdictionName | None = None
+    endpoint: str | None = None
+    api_key_env: str | None = None
+    price: Price | None = None
+    capabilities: CapabilitiesPatch | None = None
+    lifecycle: LifecyclePatch | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    expected_output_tokens: int | None = Field(default=None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+    description: str | None = None
+
+
+class ModelSpec(_Strict):
+    """A logical Llama model: display name, aliases and family capabilities."""
+
+    name: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    capabilities: CapabilitiesPatch | None = None
+
+
+class DeploymentSpec(_Strict):
+    """One catalog row (or several sharing a shape, via `regions:`)."""
+
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    region: str | None = None
+    regions: list[str] | None = None
+    model_id: str = Field(min_length=1)
+    price: Price | None = None
+    capabilities: CapabilitiesPatch | None = None
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _one_region_form(self) -> DeploymentSpec:
+        if self.region is not None and self.regions is not None:
+            raise ValueError("give region or regions, not both")
+        return self
+
+
+class CatalogDefaults(_Strict):
+    price_source: str | None = None
+    price_as_of: dt.date | None = None
+
+
+class CatalogDoc(_Strict):
+    """A catalog file, or the `catalog:` section of a policy that extends the built-in one."""
+
+    as_of: dt.date | None = None
+    defaults: CatalogDefaults = Field(default_factory=CatalogDefaults)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    deployments: list[Any] = Field(default_factory=list)
+
+
+class PolicyDoc(_Strict):
+    """The top level of a policy file; routes and tenants are validated one by one."""
+
+    version: Literal[1] = 1
+    description: str | None = None
+    extends: str | list[str] | None = None
+    ledger: str | None = None
+    default_residency: Residency = None
+    metering: MeteringSettings = Field(default_factory=MeteringSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    circuit: CircuitSettings = Field(default_factory=CircuitSettings)
+    catalog: CatalogDoc | None = None
+    routes: list[Any] = Field(default_factory=list)
+    tenants: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ledger_url(self) -> PolicyDoc:
+        if self.ledger and not self.ledger.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("ledger must be sqlite:///PATH or postgresql://...")
+        return self
+
+
+def schema_keys() -> set[str]:
+    """Every key the schema knows, for "did you mean" hints."""
+    names: set[str] = set()
+    for model in (
+        PolicyDoc, RouteSpec, TenantSpec, Weights, ProviderRules, PriceCeiling, LatencySLO, Budget,
+        ModelRules, CapabilitiesPatch, LifecyclePatch, Price, MeteringSettings, RetrySettings,
+        CircuitSettings, CatalogDoc, ModelSpec, DeploymentSpec, CatalogDefaults,
+    ):
+        names.update(model.model_fields)
+    return names
+
+
+# --------------------------------------------------------------------------- the loaded policy
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """A loaded policy: resolved routes, tenants and settings, and the catalog in force."""
+
+    routes: tuple[Route, ...]
+    tenants: dict[str, TenantPolicy]
+    catalog: Catalog
+    source: str = "<dict>"
+    ledger: str | None = None
+    description: str | None = None
+    metering: MeteringSettings = field(default_factory=MeteringSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    circuit: CircuitSettings = field(default_factory=CircuitSettings)
+    version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", self._content_hash())
+
+    def _content_hash(self) -> str:
+        content = {
+            "routes": [r.model_dump(mode="json") for r in self.routes],
+            "tenants": {k: t.model_dump(mode="json") for k, t in sorted(self.tenants.items())},
+            "ledger": self.ledger,
+            "metering": self.metering.model_dump(mode="json"),
+            "retry": self.retry.model_dump(mode="json"),
+            "circuit": self.circuit.model_dump(mode="json"),
+        }
+        blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def tenant(self, name: str) -> TenantPolicy:
+        """The named tenant; an unknown name gets the `default` tenant if the policy has one."""
+        found = self.tenants.get(name) or self.tenants.get("default")
+        if found is None:
+            known = ", ".join(sorted(self.tenants)) or "none"
+            raise UnknownTenant(f"tenant {name!r} is not in policy {self.source} and it has no 'default' tenant (tenants: {known})")
+        return found
+
+    def route(self, route_id: str) -> Route:
+        for r in self.routes:
+            if r.id == route_id:
+                return r
+        raise KeyError(route_id)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The logical models the policy's routes serve, in first-seen order."""
+        return tuple(dict.fromkeys(r.model for r in self.routes))
+
+    def routes_for(self, model: str) -> tuple[Route, ...]:
+        """Routes serving a model (alias or logical id), in policy order."""
+        logical = self.resolve_model(model)
+        return tuple(r for r in self.routes if r.model == logical)
+
+    def resolve_model(self, name: str) -> str:
+        """Alias or provider id -> logical model id; unknown names raise `NoEligibleRoute`."""
+        logical = self.catalog.model_for(name)
+        if logical is None:
+            served = ", ".join(self.models) or "none"
+            raise NoEligibleRoute(
+                f"unknown model {name!r}: not a Llama model or alias in the catalog; this policy serves: {served}",
+                reasons={},
+            )
+        return logical

@@ -1,0 +1,281 @@
+"""A Bedrock Runtime emulator: Converse (JSON) and ConverseStream (binary AWS event-stream).
+
+    POST /model/{modelId}/converse          -> {"output": {"message": ...}, "stopReason", "usage", "metrics"}
+    POST /model/{modelId}/converse-stream   -> application/vnd.amazon.eventstream: messageStart,
+                                               [contentBlockStart], contentBlockDelta..., contentBlockStop,
+                                               messageStop, metadata{usage, metrics}
+
+boto3's real `bedrock-runtime` client talks to it with any fake keys (the SigV4 signature is not
+checked; pass `access_key_id=` to refuse every other key id, as AWS does for an unknown key).
+Like the service, it refuses conversations whose roles do not alternate, blank text blocks, tool
+blocks without a `toolConfig`, and ConverseStream for Llama 4 model ids.  A system prompt that
+asks for JSON gets a JSON answer (that is how the broker asks for JSON mode on Bedrock).
+
+Errors are Bedrock's: the HTTP status, `x-amzn-errortype: <Code>`, `x-amzn-requestid` and a
+`{"message": ...}` body; `fail(429, retry_after=1.5)` also sends `x-amz-retry-after: 1500` (ms).
+`fail(status, code="ModelNotReadyException")` picks the code; by default it follows the status.
+`stream_exception("throttlingException", after=2)` sends two events of the next ConverseStream
+answer, then an in-stream exception event (a Converse call that draws it gets the same exception
+as an HTTP error).  `malformed()` answers an unreadable JSON body, or for a stream, an event whose
+checksum is wrong.  `known_models=[...]` answers ResourceNotFoundException for every other id.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from .server import Answer, Emulator, Fault, Recorded, ReplyPlan
+
+__all__ = ["BedrockEmulator", "StreamException", "encode_event", "encode_message"]
+
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+_PATH = re.compile(r"^/model/(?P<model>.+)/(?P<op>converse|converse-stream)$")
+
+ERROR_CODE_BY_STATUS = {
+    400: "ValidationException",
+    401: "UnrecognizedClientException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
+_STATUS_BY_CODE = {code.lower(): status for status, code in ERROR_CODE_BY_STATUS.items()}
+_STATUS_BY_CODE.update({"modelstreamerrorexception": 424, "modelnotreadyexception": 429,
+                        "servicequotaexceededexception": 400})
+
+#: OpenAI-style finish reasons (as `Reply.finish_reason` or the plan gives them) -> Converse stopReason.
+_STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                "content_filter": "content_filtered"}
+
+
+# --------------------------------------------------------------------------- event-stream framing
+
+
+def _header(name: str, value: str) -> bytes:
+    key, val = name.encode(), value.encode()
+    return struct.pack(">B", len(key)) + key + b"\x07" + struct.pack(">H", len(val)) + val
+
+
+def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """One event-stream message: prelude (total, headers length, CRC), string headers, payload, CRC."""
+    head = b"".join(_header(k, v) for k, v in headers.items())
+    prelude = struct.pack(">II", 12 + len(head) + len(payload) + 4, len(head))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + head + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def encode_event(event_type: str, body: dict[str, Any]) -> bytes:
+    """A ConverseStream event message (`:message-type` event) with a JSON payload."""
+    headers = {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}
+    return encode_message(headers, json.dumps(body, separators=(",", ":")).encode())
+
+
+def encode_exception(code: str, message: str) -> bytes:
+    """An in-stream exception message; botocore raises it as `EventStreamError` with this code."""
+    headers = {":exception-type": code, ":content-type": "application/json", ":message-type": "exception"}
+    return encode_message(headers, json.dumps({"message": message}).encode())
+
+
+@dataclass
+class StreamException(Fault):
+    """An in-stream exception event after `after` events of a ConverseStream answer."""
+
+    after: int = 2
+
+
+# --------------------------------------------------------------------------- emulator
+
+
+def _is_base64(value: Any) -> bool:
+    try:
+        return bool(base64.b64decode(str(value), validate=True))
+    except ValueError:
+        return False
+
+
+def _block_texts(blocks: list[dict[str, Any]]) -> str:
+    texts = []
+    for block in blocks:
+        if "text" in block:
+            texts.append(block["text"])
+        elif "toolResult" in block:
+            texts.extend(c.get("text", "") for c in block["toolResult"].get("content") or ())
+    return " ".join(texts)
+
+
+class BedrockEmulator(Emulator):
+    """Loopback Bedrock Runtime speaking Converse and ConverseStream."""
+
+    name = "bedrock"
+
+    def __init__(self, *, known_models: list[str] | None = None, access_key_id: str | None = None,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.known_models = known_models
+        self.access_key_id = access_key_id
+
+    def stream_exception(self, code: str = "throttlingException", *, after: int = 2,
+                         message: str = "injected stream exception", times: int = 1) -> BedrockEmulator:
+        """Cut the next ConverseStream answer after `after` events with an exception event `code`."""
+        for _ in range(times):
+            self._faults.append(StreamException(None, message=message, code=code, after=after))
+        return self
+
+    # ------------------------------------------------------------------ request side
+
+    def _refusal(self, request: Recorded, model: str, op: str, body: dict[str, Any]) -> Fault | None:
+        auth = request.headers.get("Authorization") or request.headers.get("authorization") or ""
+        if self.access_key_id is not None and f"Credential={self.access_key_id}/" not in auth:
+            return Fault(403, message="The security token included in the request is invalid.",
+                         code="UnrecognizedClientException")
+        if self.known_models is not None and model not in self.known_models:
+            return Fault(404, message=f"Could not resolve the foundation model from model identifier {model}.")
+        messages = body.get("messages") or []
+        if not messages or messages[0].get("role") != "user":
+            return Fault(400, message="A conversation must start with a user message.")
+        for i, m in enumerate(messages):
+            if i and m.get("role") == messages[i - 1].get("role"):
+                return Fault(400, message="A conversation must alternate between user and assistant roles.")
+            for j, block in enumerate(m.get("content") or ()):
+                if "text" in block and not str(block["text"]).strip():
+                    return Fault(400, message=f"The text field in the ContentBlock object at messages.{i}.content.{j}"
+                                              " is blank.")
+                if ("toolUse" in block or "toolResult" in block) and not body.get("toolConfig"):
+                    return Fault(400, message="The toolConfig field must be defined when using toolUse and "
+                                              "toolResult content blocks.")
+                if "image" in block and not _is_base64(block["image"].get("source", {}).get("bytes")):
+                    return Fault(400, message=f"messages.{i}.content.{j}.image.source.bytes is not base64.")
+        if op == "converse-stream" and "llama4" in model.lower():
+            return Fault(400, message="This model doesn't support the ConverseStream operation.")
+        return None
+
+    def plan_for(self, body: dict[str, Any]) -> ReplyPlan:
+        system = [b.get("text", "") for b in body.get("system") or ()]
+        texts = system + [_block_texts(m.get("content") or []) for m in body.get("messages") or ()]
+        tools = [t["toolSpec"]["name"] for t in (body.get("toolConfig") or {}).get("tools") or ()]
+        return self.plan(
+            texts,
+            tools=tools or None,
+            json_mode=any("json" in s.lower() for s in system),
+            max_tokens=(body.get("inferenceConfig") or {}).get("maxTokens"),
+        )
+
+    def handle(self, request: Recorded, fault: Fault | None) -> Answer:
+        match = _PATH.match(request.path)
+        if match is None:
+            return self.error_answer(Fault(404, message=f"no route {request.path}", code="UnknownOperationException"),
+                                     request)
+        model, op = unquote(match["model"]), match["op"]
+        body = request.json or {}
+        refusal = self._refusal(request, model, op, body)
+        if refusal is not None:
+            return self.error_answer(refusal, request)
+        plan = self.plan_for(body)
+        rid = str(uuid.uuid4())
+        if op == "converse-stream":
+            after = fault.after if isinstance(fault, StreamException) else None
+            chunks = self.stream_events(plan, exception=fault if after is not None else None)
+            return Answer(200, {"Content-Type": EVENT_STREAM, "x-amzn-RequestId": rid}, chunks=chunks)
+        if isinstance(fault, StreamException):
+            code = fault.code or "internalServerException"
+            status = _STATUS_BY_CODE.get(code.lower(), 500)
+            return self.error_answer(Fault(status, message=fault.message, code=code[:1].upper() + code[1:]), request)
+        self.report(plan.input_tokens, plan.output_tokens)
+        return Answer.json(self.converse_body(plan), headers={"x-amzn-RequestId": rid})
+
+    # ------------------------------------------------------------------ answer side
+
+    @staticmethod
+    def stop_reason(plan: ReplyPlan) -> str:
+        return _STOP_REASON.get(plan.finish_reason, plan.finish_reason)
+
+    def usage(self, plan: ReplyPlan) -> dict[str, int]:
+        return {"inputTokens": plan.input_tokens, "outputTokens": plan.output_tokens,
+                "totalTokens": plan.input_tokens + plan.output_tokens}
+
+    def latency_ms(self, plan: ReplyPlan) -> int:
+        """The `metrics.latencyMs` it reports: its configured latency plus 1 ms per output token."""
+        return int(self.latency_s * 1000) + plan.output_tokens
+
+    def converse_body(self, plan: ReplyPlan) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"text": plan.text}] if plan.text else []
+        content += [{"toolUse": {"toolUseId": cid, "name": name, "input": json.loads(args)}}
+                    for cid, name, args in plan.tool_calls]
+        return {
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": self.stop_reason(plan),
+            "usage": self.usage(plan),
+            "metrics": {"latencyMs": self.latency_ms(plan)},
+        }
+
+    def _events(self, plan: ReplyPlan) -> Iterator[bytes]:
+        yield encode_event("messageStart", {"role": "assistant"})
+        index = 0
+        if plan.text:
+            for piece in plan.text_chunks():
+                yield encode_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
+            yield encode_event("contentBlockStop", {"contentBlockIndex": 0})
+            index = 1
+        for offset, (cid, name, args) in enumerate(plan.tool_calls):
+            block = index + offset
+            yield encode_event("contentBlockStart",
+                               {"contentBlockIndex": block, "start": {"toolUse": {"toolUseId": cid, "name": name}}})
+            half = len(args) // 2
+            for part in (args[:half], args[half:]):
+                yield encode_event("contentBlockDelta", {"contentBlockIndex": block, "delta": {"toolUse": {"input": part}}})
+            yield encode_event("contentBlockStop", {"contentBlockIndex": block})
+        yield encode_event("messageStop", {"stopReason": self.stop_reason(plan)})
+        self.report(plan.input_tokens, plan.output_tokens)  # usage goes out in the next event
+        yield encode_event("metadata", {"usage": self.usage(plan), "metrics": {"latencyMs": self.latency_ms(plan)}})
+
+    def stream_events(self, plan: ReplyPlan, *, exception: Fault | None = None) -> Iterator[bytes]:
+        """The ConverseStream body, message by message (one HTTP chunk each)."""
+        events = self._events(plan)
+        if exception is None:
+            yield from events
+            return
+        after = exception.after if isinstance(exception, StreamException) else 0
+        for _ in range(after):
+            event = next(events, None)
+            if event is None:
+                break
+            yield event
+        yield encode_exception(exception.code or "internalServerException", exception.message)
+
+    def malformed_answer(self, request: Recorded) -> Answer:
+        if request.path.endswith("/converse-stream"):
+            bad = bytearray(encode_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "x"}}))
+            bad[9] ^= 0xFF  # the prelude checksum no longer matches
+            start = encode_event("messageStart", {"role": "assistant"})
+            return Answer(200, {"Content-Type": EVENT_STREAM}, chunks=[start, bytes(bad)])
+        return Answer(200, {"Content-Type": "application/json"}, b'{"output": {"message": {"role": "assist')
+
+    def _write(self, handler: Any, answer: Answer, cut_after: int | None) -> None:
+        # Headers and body go out in separate writes; without TCP_NODELAY the body waits for the
+        # client's delayed ACK (about 40 ms a call), which would swamp every latency a test measures.
+        handler.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super()._write(handler, answer, cut_after)
+
+    def error_answer(self, fault: Fault, request: Recorded) -> Answer:
+        status = fault.status or 500
+        code = fault.code or ERROR_CODE_BY_STATUS.get(status) or (
+            "InternalServerException" if status >= 500 else "ValidationException")
+        headers = {"x-amzn-errortype": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                   "x-amzn-RequestId": str(uuid.uuid4())}
+        if fault.retry_after is not None:
+            headers["x-amz-retry-after"] = str(int(fault.retry_after * 1000))
+        return Answer.json({"message": fault.message}, status, headers)
