@@ -202,7 +202,7 @@ class BedrockAdapter(AdapterBase):
         except exceptions.ProfileNotFound as exc:
             raise CredentialsError(f"route {self.route.id!r}: AWS profile {profile!r} is not configured") from exc
         return session.client(
-            "bedrock-runtime", region_name=self.route.region, endpoint_url=self.route.endpoint, config=config
+            "bedrock-runtime", region_name=self.route.region, endpoint_url=self.route.endpoint or None, config=config
         )
 
     def _workers(self) -> ThreadPoolExecutor:

@@ -471,16 +471,13 @@ async def test_async_entra_credential(emu: AzureEmulator) -> None:
         await a.aclose()
 
 
-def test_entra_without_azure_identity_names_the_package(emu: AzureEmulator) -> None:
-    pytest.importorskip("azure.core")
+def test_entra_without_an_injected_credential_uses_the_default_chain(emu: AzureEmulator) -> None:
+    identity = pytest.importorskip("azure.identity")
+    a = AzureAdapter(make_route(emu.endpoint, key_env=None), http=HttpClients())
     try:
-        import azure.identity  # noqa: F401
-    except ImportError:
-        with pytest.raises(MissingDependency) as info:
-            AzureAdapter(make_route(emu.endpoint, key_env=None), http=HttpClients())
-        assert info.value.package == "azure-identity"
-    else:
-        pytest.skip("azure-identity is installed")
+        assert isinstance(a._sync_credential(), identity.DefaultAzureCredential)
+    finally:
+        a.close()
 
 
 def test_route_errors_name_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:

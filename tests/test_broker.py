@@ -22,7 +22,7 @@ from broker import (
 from broker.execute import Executor
 from broker.testing import OpenAICompatEmulator, Reply
 
-from .conftest import local_route, policy_dict
+from helpers import local_route, policy_dict
 
 
 @pytest.fixture

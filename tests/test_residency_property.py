@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from broker import Broker, BrokerError
 from broker.testing import OpenAICompatEmulator
 
-from .conftest import local_route
+from helpers import local_route
 
 JURISDICTIONS = ["us", "eu", "apac", "global", "on-prem", "unknown"]
 FAULTS = [None, 429, 500, 503, 400, 404, "cut", "malformed"]

@@ -1,7 +1,7 @@
 """`llama-broker demo`: the embedded default policy against loopback emulators of all five providers.
 
 It starts the emulators, points the default policy at them, sends chat, streaming and tool
-calls for two tenants (one US/EU, one EU-only), throttles one provider to show retries and
+calls for three tenants (US/EU, EU-only, and one that accepts any jurisdiction), throttles one provider to show retries and
 failover, prints per call the route taken and the usage, and ends with the cost report of
 those calls (a table, and an HTML page written to disk).
 """
@@ -33,7 +33,9 @@ _CALLS: list[tuple[str, str, str, str]] = [
     ("default", "llama-3.3-70b", "stream", "Write a haiku about data residency."),
     ("default", "llama-3.1-8b", "chat", "Classify this ticket: 'my invoice is wrong'."),
     ("default", "llama-4-maverick", "tools", "What is the weather in Lisbon?"),
-    ("default", "llama-3.3-70b", "throttled", "Retry me: the cheapest provider is throttling."),
+    ("default", "llama-4-maverick", "throttled", "Retry me: the cheapest provider is throttling."),
+    ("labs", "llama-4-scout", "chat", "Fastest answer wins, wherever it runs."),
+    ("labs", "llama-3.1-8b", "stream", "Quick: name three Llama models."),
     ("acme-eu", "llama-3.3-70b", "chat", "Draft a GDPR-compliant greeting."),
     ("acme-eu", "llama-3.1-8b", "stream", "Stay on premises, please."),
     ("acme-eu", "llama-3.3-70b", "chat", "Another EU-only call."),
@@ -69,13 +71,13 @@ def demo(
         Path("llama-broker-report.html"), "--html", help="Where to write the HTML cost report."
     ),
 ) -> None:
-    """Run calls for two tenants through the embedded default policy against loopback emulators."""
+    """Run calls for three tenants through the embedded default policy against loopback emulators."""
     from broker import Broker, BrokerError
     from broker.metering import open_ledger
-    from broker.reports import ReportFilters, render_table, report_rows, write_html_report
+    from broker.reports import ReportFilters, chart_data, render_table, report_rows, write_html_report
     from broker.testing import EmulatorSuite
 
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 150)
     workdir = Path(tempfile.mkdtemp(prefix="llama-broker-demo-"))
     ledger_url = ledger or f"sqlite:///{workdir / 'usage.db'}"
     table = Table(title="llama-broker demo: every call, where it went, what it used")
@@ -114,7 +116,7 @@ def demo(
         console.print(
             f"ledger tokens {metered_in} in / {metered_out} out; emulators reported {reported_in} in / {reported_out} out"
         )
-        write_html_report(store, html, group_by=["tenant", "provider", "model", "region"], filters=ReportFilters())
+        write_html_report(rows, html, charts=chart_data(store, ReportFilters()), subtitle="llama-broker demo")
         console.print(f"HTML cost report written to [bold]{html.resolve()}[/bold]; ledger at {ledger_url}")
     finally:
         store.close()

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy", help="Validate and inspect policy files.")
 app.command("report", help="Cost report from the usage ledger.")(report)
-app.command("demo", help="Run calls for two tenants against loopback emulators of all five providers.")(demo)
+app.command("demo", help="Run calls for three tenants against loopback emulators of all five providers.")(demo)
 
 PolicyOpt = typer.Option(None, "--policy", "-p", help="Policy file (default: the embedded default).")
 

@@ -229,7 +229,11 @@ class SQLiteLedger:
         params: list[Any] = []
         select = [_dimension_sql(d, params) for d in dims]
         where, where_params = self._where(filters)
-        sql = f"SELECT {', '.join([*select, _METRICS_SQL])} FROM usage_events{where}"
+        # Without a tenant or time filter, reading the table in order and sorting once beats
+        # walking the (tenant, ts) index with a random table lookup per row (2-3x on 1M rows).
+        indexed = any(getattr(filters, k, None) is not None for k in ("tenant", "since", "until"))
+        source = "usage_events" if indexed else "usage_events NOT INDEXED"
+        sql = f"SELECT {', '.join([*select, _METRICS_SQL])} FROM {source}{where}"
         if dims:
             sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
         with self._lock:

@@ -266,7 +266,7 @@ def issues_from_validation(
         elif err["type"] == "missing":
             message = f"{where}missing required key {str(loc[-1])!r}"
         else:
-            text = str(err["msg"]).removeprefix("Value error, ")
+            text = re.sub(r" or instance of \w+", "", str(err["msg"]).removeprefix("Value error, "))
             got = err.get("input")
             shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) and len(repr(got)) < 60 else ""
             message = f"{where}{text}{shown}"
@@ -353,7 +353,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any], index: LineIndex, path: t
             if key in out and here == ("routes",) and isinstance(out[key], list) and isinstance(value, list):
                 value = _merge_routes(out[key], value, index)
             elif key in out and here == ("catalog", "deployments") and isinstance(out[key], list) and isinstance(value, list):
-                value = _concat(out[key], value, index)
+                value = _concat(value, out[key], index)  # later files first: theirs become the defaults
             elif key in out and isinstance(out[key], dict) and isinstance(value, dict):
                 value = _merge(out[key], value, index, here)
             out[key] = value

@@ -47,17 +47,22 @@ def build_policy(
     data: dict[str, Any], index: LineIndex, issues: list[PolicyIssue], *, source: str, catalog: Catalog | None = None
 ) -> Policy | None:
     ctx = _Context(data, index, issues, source)
-    doc = ctx.validate(PolicyDoc, data)
-    if doc is None:  # keep checking routes and tenants with the sound part of the top level
-        bad = {loc[0] for loc in _error_roots(data)}
-        doc = PolicyDoc.model_validate({k: v for k, v in data.items() if k not in bad and k in PolicyDoc.model_fields})
+    try:
+        doc = PolicyDoc.model_validate(data)
+    except ValidationError as exc:  # report, then go on with the sound part of the top level
+        issues.extend(issues_from_validation(exc, root=data, prefix=(), index=index, default=ctx.default, known_keys=ctx.keys))
+        bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+        try:
+            doc = PolicyDoc.model_validate({k: v for k, v in data.items() if k not in bad})
+        except ValidationError:
+            return None
     base = catalog or builtin_catalog()
     if data.get("catalog") is not None:
         base = apply_catalog_doc(base, data, index=index, issues=issues, path=("catalog",), default=ctx.default)
     registry = _provider_check()
     routes = _routes(ctx, doc, base, registry)
     tenants = _tenants(ctx, doc, base, routes, registry)
-    if not routes and not any(i.file == source for i in issues):
+    if not routes and not issues:
         ctx.add(ctx.at("routes"), "the policy has no routes")
     if issues:
         return None
@@ -65,14 +70,6 @@ def build_policy(
         routes=tuple(routes), tenants=tenants, catalog=base, source=source, ledger=doc.ledger or None,
         description=doc.description, metering=doc.metering, retry=doc.retry, circuit=doc.circuit,
     )
-
-
-def _error_roots(data: dict[str, Any]) -> list[tuple[Any, ...]]:
-    try:
-        PolicyDoc.model_validate(data)
-    except ValidationError as exc:
-        return [tuple(e["loc"]) or ("",) for e in exc.errors()]
-    return []
 
 
 def _provider_check() -> Callable[[str], bool]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import NoEligibleRoute, UnknownTenant
 from ..routes import Lifecycle, Price, Route
@@ -304,11 +304,12 @@ class PolicyDoc(_Strict):
     routes: list[Any] = Field(default_factory=list)
     tenants: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _ledger_url(self) -> PolicyDoc:
-        if self.ledger and not self.ledger.startswith(("sqlite:///", "postgresql://", "postgres://")):
+    @field_validator("ledger")
+    @classmethod
+    def _ledger_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("ledger must be sqlite:///PATH or postgresql://...")
-        return self
+        return value or None
 
 
 def schema_keys() -> set[str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import struct
 import uuid
 import zlib
@@ -263,12 +262,6 @@ class BedrockEmulator(Emulator):
             start = encode_event("messageStart", {"role": "assistant"})
             return Answer(200, {"Content-Type": EVENT_STREAM}, chunks=[start, bytes(bad)])
         return Answer(200, {"Content-Type": "application/json"}, b'{"output": {"message": {"role": "assist')
-
-    def _write(self, handler: Any, answer: Answer, cut_after: int | None) -> None:
-        # Headers and body go out in separate writes; without TCP_NODELAY the body waits for the
-        # client's delayed ACK (about 40 ms a call), which would swamp every latency a test measures.
-        handler.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super()._write(handler, answer, cut_after)
 
     def error_answer(self, fault: Fault, request: Recorded) -> Answer:
         status = fault.status or 500

@@ -98,6 +98,22 @@ class TokenCount:
     output_tokens: int = 0
 
 
+class Headers(dict[str, str]):
+    """Request headers, looked up without regard to case (clients differ in how they spell them)."""
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__((k.lower(), v) for k, v in items)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
 @dataclass
 class Recorded:
     """A request as the emulator saw it."""
@@ -105,7 +121,7 @@ class Recorded:
     method: str
     path: str
     query: str
-    headers: dict[str, str]
+    headers: Headers
     body: bytes
 
     @property
@@ -129,6 +145,7 @@ class Answer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: no delayed-ACK stall
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -315,7 +332,7 @@ class Emulator:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         parts = urlsplit(handler.path)
-        request = Recorded(handler.command, parts.path, parts.query, dict(handler.headers.items()), body)
+        request = Recorded(handler.command, parts.path, parts.query, Headers(handler.headers.items()), body)
         with self._lock:
             self.requests.append(request)
             fault = self._faults.popleft() if self._faults else None
