@@ -56,20 +56,36 @@ def generate(n: int, seed: int = 7):
         price = prices[route_id]
         error = rng.random() < 0.02
         yield UsageEvent(
-            event_id=f"bench-{i:08d}", request_id=f"req-{i:08d}", attempt=1, tenant=rng.choice(TENANTS),
+            event_id=f"bench-{i:08d}",
+            request_id=f"req-{i:08d}",
+            attempt=1,
+            tenant=rng.choice(TENANTS),
             tags={"team": rng.choice(TEAMS)} if rng.random() < 0.8 else {},
-            model=model, provider=provider, region=region, jurisdiction=jurisdiction,
-            model_id=f"{model}-instruct", route_id=route_id, input_tokens=tin, output_tokens=0 if error else tout,
-            cached_input_tokens=0, usage_estimated=rng.random() < 0.05,
+            model=model,
+            provider=provider,
+            region=region,
+            jurisdiction=jurisdiction,
+            model_id=f"{model}-instruct",
+            route_id=route_id,
+            input_tokens=tin,
+            output_tokens=0 if error else tout,
+            cached_input_tokens=0,
+            usage_estimated=rng.random() < 0.05,
             cost_usd=None if price is None else price[0] * tin + price[1] * (0 if error else tout),
-            price_version="2025-01", latency_ms=rng.uniform(80, 3000), ttft_ms=rng.uniform(20, 400),
-            status="error" if error else "ok", error_kind="Throttled" if error else None,
-            timestamp=start + timedelta(seconds=rng.randrange(90 * 86400)), policy_version="bench",
+            price_version="2025-01",
+            latency_ms=rng.uniform(80, 3000),
+            ttft_ms=rng.uniform(20, 400),
+            status="error" if error else "ok",
+            error_kind="Throttled" if error else None,
+            timestamp=start + timedelta(seconds=rng.randrange(90 * 86400)),
+            policy_version="bench",
         )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--ledger", type=Path, default=None, help="SQLite file (default: a temporary one)")
     parser.add_argument("--runs", type=int, default=5)
@@ -91,14 +107,18 @@ def main() -> None:
                 batch = []
         ledger.write(batch)
         took = time.perf_counter() - t0
-        print(f"generated and wrote {args.events:,} events in {took:.1f} s "
-              f"({args.events / took:,.0f} events/s, batches of {args.batch:,})")
+        print(
+            f"generated and wrote {args.events:,} events in {took:.1f} s "
+            f"({args.events / took:,.0f} events/s, batches of {args.batch:,})"
+        )
     size_mb = path.stat().st_size / 1e6
     print(f"ledger: {path} ({size_mb:,.0f} MB, {ledger.count():,} events)\n")
 
     cases = [(g, ReportFilters()) for g in GROUP_BYS]
     cases.append((["day"], ReportFilters(tenant="tenant-07")))
-    cases.append((["tenant", "provider"], ReportFilters(since=datetime(2025, 3, 1), until=datetime(2025, 3, 8))))
+    cases.append(
+        (["tenant", "provider"], ReportFilters(since=datetime(2025, 3, 1), until=datetime(2025, 3, 8)))
+    )
     print(f"{'group by':<34} {'filter':<22} {'rows':>6} {'median s':>9} {'min s':>7}")
     for group_by, filters in cases:
         times, rows = [], []
@@ -107,11 +127,15 @@ def main() -> None:
             rows = report_rows(ledger, group_by, filters)
             times.append(time.perf_counter() - t0)
         described = ("tenant=" + filters.tenant) if filters.tenant else ("one week" if filters.since else "-")
-        print(f"{','.join(group_by):<34} {described:<22} {len(rows):>6} {statistics.median(times):>9.3f} "
-              f"{min(times):>7.3f}")
+        print(
+            f"{','.join(group_by):<34} {described:<22} {len(rows):>6} {statistics.median(times):>9.3f} "
+            f"{min(times):>7.3f}"
+        )
     total = report_rows(ledger, [], ReportFilters())[0]
-    print(f"\ntotal known cost ${total['cost_usd']} over {total['calls']:,} calls "
-          f"({total['unknown_cost_calls']:,} unpriced)")
+    print(
+        f"\ntotal known cost ${total['cost_usd']} over {total['calls']:,} calls "
+        f"({total['unknown_cost_calls']:,} unpriced)"
+    )
     ledger.close()
 
 

@@ -89,12 +89,14 @@ class BrokerCore:
             clock=time.monotonic if clock is time.perf_counter else clock,
         )
         metering = self.policy.metering
-        ledger_obj = ledger if ledger is not None and not isinstance(ledger, str) else open_ledger(ledger or self.policy.ledger)
+        injected = ledger is not None and not isinstance(ledger, str)
+        ledger_obj = ledger if injected else open_ledger(ledger or self.policy.ledger)  # type: ignore[arg-type]
         self.meter = Meter(
-            ledger_obj,
+            ledger_obj,  # type: ignore[arg-type]
             durable=metering.durable if durable is None else durable,
             max_buffer=metering.max_buffer,
             flush_interval_s=metering.flush_interval_s,
+            owns_ledger=not injected,
         )
         self.router = Router(self.policy, latency=self.latency, circuits=self.circuits, spend=self.meter, now=now)
         extra = {"asleep": asleep} if asleep is not None else {}

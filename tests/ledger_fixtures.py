@@ -90,7 +90,9 @@ def write_from_process(url: str, worker: int, batches: int, per_batch: int) -> N
     """Body of a writer process: batches of own events plus one id that every worker writes."""
     ledger = open_ledger(url)
     for b in range(batches):
-        events = [make_event(event_id=f"w{worker}-{b}-{i}", cost_usd=Decimal("0.001")) for i in range(per_batch)]
+        events = [
+            make_event(event_id=f"w{worker}-{b}-{i}", cost_usd=Decimal("0.001")) for i in range(per_batch)
+        ]
         events.append(make_event(event_id=f"shared-{b}", cost_usd=Decimal("0.001")))
         ledger.write(events)
     ledger.close()
@@ -124,20 +126,37 @@ def _start_as_postgres_user(pg_ctl: str) -> Iterator[PgServer]:
     os.chown(workdir, account.pw_uid, account.pw_gid)
     datadir, port = workdir / "data", _free_port()
     as_postgres: dict[str, Any] = dict(
-        user=account.pw_uid, group=account.pw_gid, extra_groups=[], cwd=workdir,
-        capture_output=True, text=True, env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=[],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
     )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*args], **as_postgres, timeout=120)
 
     try:
-        done = run(str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust",
-                   "-E", "UTF8", "--no-sync", "--no-instructions")
+        done = run(
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         if done.returncode:
             raise RuntimeError(f"initdb failed: {done.stderr}")
         options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        done = run(pg_ctl, "start", "-D", str(datadir), "-w", "-l", str(workdir / "server.log"), "-o", options)
+        done = run(
+            pg_ctl, "start", "-D", str(datadir), "-w", "-l", str(workdir / "server.log"), "-o", options
+        )
         if done.returncode:
             log = (workdir / "server.log").read_text() if (workdir / "server.log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {done.stderr}\n{log}")
@@ -150,13 +169,19 @@ def _start_as_postgres_user(pg_ctl: str) -> Iterator[PgServer]:
 if PG_CTL is not None and not RUNNING_AS_ROOT:
     from pytest_postgresql import factories
 
-    ledger_pg_proc = factories.postgresql_proc(executable=PG_CTL, host="127.0.0.1", port=None, user="postgres")
+    ledger_pg_proc = factories.postgresql_proc(
+        executable=PG_CTL, host="127.0.0.1", port=None, user="postgres"
+    )
     __all__ += ["ledger_pg_proc"]  # test modules import it with the fixtures that use it
 
     @pytest.fixture(scope="session")
     def pg_server(ledger_pg_proc: Any) -> PgServer:
-        return PgServer(host=ledger_pg_proc.host, port=int(ledger_pg_proc.port), user=ledger_pg_proc.user,
-                        password=ledger_pg_proc.password or None)
+        return PgServer(
+            host=ledger_pg_proc.host,
+            port=int(ledger_pg_proc.port),
+            user=ledger_pg_proc.user,
+            password=ledger_pg_proc.password or None,
+        )
 
 else:
 
@@ -173,8 +198,13 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
     from pytest_postgresql.janitor import DatabaseJanitor
 
     dbname = f"ledger_{uuid.uuid4().hex[:12]}"
-    janitor = DatabaseJanitor(user=pg_server.user, host=pg_server.host, port=pg_server.port,
-                              dbname=dbname, password=pg_server.password)
+    janitor = DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        dbname=dbname,
+        password=pg_server.password,
+    )
     janitor.init()
     auth = pg_server.user + (f":{pg_server.password}" if pg_server.password else "")
     try:

@@ -47,8 +47,14 @@ def test_a_batch_with_a_repeated_event_counts_it_once(any_ledger) -> None:
 
 
 def test_totals_equal_the_inputs_exactly(any_ledger) -> None:
-    costs = [Decimal("0.000000123456"), Decimal("1.1"), Decimal("2.2"), Decimal("123456.789012345678"),
-             Decimal("0.000000000001"), Decimal("7")]
+    costs = [
+        Decimal("0.000000123456"),
+        Decimal("1.1"),
+        Decimal("2.2"),
+        Decimal("123456.789012345678"),
+        Decimal("0.000000000001"),
+        Decimal("7"),
+    ]
     costs += [Decimal(n) / Decimal(10**9) for n in range(1, 500, 7)]
     events = [make_event(cost_usd=c, input_tokens=i, output_tokens=2 * i) for i, c in enumerate(costs)]
     any_ledger.write(events)
@@ -68,19 +74,29 @@ def test_large_totals_do_not_overflow(any_ledger) -> None:
 
 
 def test_spend_per_tenant_and_month(any_ledger) -> None:
-    any_ledger.write([
-        make_event(tenant="acme", cost_usd=Decimal("1.25"), timestamp=datetime(2025, 2, 28, 23, 59, 59, tzinfo=UTC)),
-        make_event(tenant="acme", cost_usd=Decimal("2.50"), timestamp=MARCH),  # since is inclusive
-        make_event(tenant="acme", cost_usd=Decimal("0.75"), timestamp=datetime(2025, 3, 31, 23, 0, tzinfo=UTC)),
-        make_event(tenant="acme", cost_usd=Decimal("9"), timestamp=APRIL),  # until is exclusive
-        make_event(tenant="globex", cost_usd=Decimal("100"), timestamp=datetime(2025, 3, 10, tzinfo=UTC)),
-        make_event(tenant="acme", cost_usd=None, timestamp=datetime(2025, 3, 10, tzinfo=UTC)),
-    ])
+    any_ledger.write(
+        [
+            make_event(
+                tenant="acme",
+                cost_usd=Decimal("1.25"),
+                timestamp=datetime(2025, 2, 28, 23, 59, 59, tzinfo=UTC),
+            ),
+            make_event(tenant="acme", cost_usd=Decimal("2.50"), timestamp=MARCH),  # since is inclusive
+            make_event(
+                tenant="acme", cost_usd=Decimal("0.75"), timestamp=datetime(2025, 3, 31, 23, 0, tzinfo=UTC)
+            ),
+            make_event(tenant="acme", cost_usd=Decimal("9"), timestamp=APRIL),  # until is exclusive
+            make_event(tenant="globex", cost_usd=Decimal("100"), timestamp=datetime(2025, 3, 10, tzinfo=UTC)),
+            make_event(tenant="acme", cost_usd=None, timestamp=datetime(2025, 3, 10, tzinfo=UTC)),
+        ]
+    )
     assert any_ledger.spend("acme", MARCH, APRIL) == Decimal("3.25")
     assert any_ledger.spend("acme", MARCH) == Decimal("12.25")
     assert any_ledger.spend("globex", MARCH, APRIL) == Decimal("100")
     assert any_ledger.spend("nobody", MARCH, APRIL) == Decimal(0)
-    months = _by(any_ledger.aggregate(group_by=["tenant", "month"], filters=ReportFilters()), "tenant", "month")
+    months = _by(
+        any_ledger.aggregate(group_by=["tenant", "month"], filters=ReportFilters()), "tenant", "month"
+    )
     assert months[("acme", "2025-03")]["cost_usd"] == Decimal("3.25")
     assert months[("acme", "2025-03")]["unknown_cost_calls"] == 1
     assert months[("acme", "2025-02")]["cost_usd"] == Decimal("1.25")
@@ -96,12 +112,18 @@ def test_timestamps_are_stored_in_utc(any_ledger) -> None:
 
 
 def test_unknown_costs_are_reported_as_unknown_not_zero(any_ledger) -> None:
-    any_ledger.write([
-        make_event(provider="local", route_id="local-a", cost_usd=None, region=None, jurisdiction="on-prem"),
-        make_event(provider="local", route_id="local-a", cost_usd=None, region=None, jurisdiction="on-prem"),
-        make_event(provider="groq", route_id="groq-us", cost_usd=Decimal("0.5")),
-        make_event(provider="groq", route_id="groq-us", cost_usd=None),
-    ])
+    any_ledger.write(
+        [
+            make_event(
+                provider="local", route_id="local-a", cost_usd=None, region=None, jurisdiction="on-prem"
+            ),
+            make_event(
+                provider="local", route_id="local-a", cost_usd=None, region=None, jurisdiction="on-prem"
+            ),
+            make_event(provider="groq", route_id="groq-us", cost_usd=Decimal("0.5")),
+            make_event(provider="groq", route_id="groq-us", cost_usd=None),
+        ]
+    )
     rows = _by(any_ledger.aggregate(group_by=["provider"], filters=ReportFilters()), "provider")
     assert rows["local"]["cost_usd"] is None
     assert rows["local"]["unknown_cost_calls"] == 2 and rows["local"]["calls"] == 2
@@ -115,17 +137,48 @@ def test_unknown_costs_are_reported_as_unknown_not_zero(any_ledger) -> None:
 @pytest.fixture
 def mixed(any_ledger):
     day1, day2 = datetime(2025, 3, 1, 9, tzinfo=UTC), datetime(2025, 3, 2, 9, tzinfo=UTC)
-    any_ledger.write([
-        make_event(tenant="acme", provider="bedrock", jurisdiction="us", tags={"team": "search", "env": "prod"},
-                   cost_usd=Decimal("1"), timestamp=day1, usage_estimated=True),
-        make_event(tenant="acme", provider="azure", region="swedencentral", jurisdiction="eu",
-                   tags={"team": "search"}, cost_usd=Decimal("2"), timestamp=day2),
-        make_event(tenant="acme", provider="azure", region="swedencentral", jurisdiction="eu",
-                   tags={"env": "prod", "team": "search"}, cost_usd=Decimal("4"), timestamp=day2,
-                   status="error", error_kind="Throttled", output_tokens=0),
-        make_event(tenant="globex", provider="groq", jurisdiction="us", tags={}, cost_usd=Decimal("8"),
-                   timestamp=datetime(2025, 4, 2, tzinfo=UTC)),
-    ])
+    any_ledger.write(
+        [
+            make_event(
+                tenant="acme",
+                provider="bedrock",
+                jurisdiction="us",
+                tags={"team": "search", "env": "prod"},
+                cost_usd=Decimal("1"),
+                timestamp=day1,
+                usage_estimated=True,
+            ),
+            make_event(
+                tenant="acme",
+                provider="azure",
+                region="swedencentral",
+                jurisdiction="eu",
+                tags={"team": "search"},
+                cost_usd=Decimal("2"),
+                timestamp=day2,
+            ),
+            make_event(
+                tenant="acme",
+                provider="azure",
+                region="swedencentral",
+                jurisdiction="eu",
+                tags={"env": "prod", "team": "search"},
+                cost_usd=Decimal("4"),
+                timestamp=day2,
+                status="error",
+                error_kind="Throttled",
+                output_tokens=0,
+            ),
+            make_event(
+                tenant="globex",
+                provider="groq",
+                jurisdiction="us",
+                tags={},
+                cost_usd=Decimal("8"),
+                timestamp=datetime(2025, 4, 2, tzinfo=UTC),
+            ),
+        ]
+    )
     return any_ledger
 
 
@@ -138,7 +191,9 @@ def test_group_by_day_and_provider(mixed) -> None:
 
 
 def test_group_by_jurisdiction_and_month(mixed) -> None:
-    rows = _by(mixed.aggregate(group_by=["jurisdiction", "month"], filters=ReportFilters()), "jurisdiction", "month")
+    rows = _by(
+        mixed.aggregate(group_by=["jurisdiction", "month"], filters=ReportFilters()), "jurisdiction", "month"
+    )
     assert rows[("eu", "2025-03")]["cost_usd"] == Decimal("6")
     assert rows[("us", "2025-03")]["cost_usd"] == Decimal("1")
     assert rows[("us", "2025-04")]["cost_usd"] == Decimal("8")
@@ -177,7 +232,7 @@ def test_group_by_names_are_validated() -> None:
 
 
 def test_tag_keys_are_bound_not_spliced(any_ledger) -> None:
-    odd = 'we"ird\'key'
+    odd = "we\"ird'key"
     any_ledger.write([make_event(tags={odd: "x"}), make_event(tags={"other": "y"})])
     rows = _by(any_ledger.aggregate(group_by=[f"tag:{odd}"], filters=ReportFilters()), f"tag:{odd}")
     assert rows["x"]["calls"] == 1 and rows[None]["calls"] == 1
@@ -188,10 +243,14 @@ def test_tag_keys_are_bound_not_spliced(any_ledger) -> None:
 
 def test_text_is_stored_only_when_the_event_carries_it(sqlite_url) -> None:
     ledger = open_ledger(sqlite_url)
-    ledger.write([make_event(event_id="plain"), make_event(event_id="opted", prompt_text="hi", completion_text="yo")])
+    ledger.write(
+        [make_event(event_id="plain"), make_event(event_id="opted", prompt_text="hi", completion_text="yo")]
+    )
     ledger.close()
-    db = sqlite3.connect(sqlite_url[len("sqlite://"):])
-    stored = dict((r[0], r[1:]) for r in db.execute("SELECT event_id, prompt_text, completion_text FROM usage_events"))
+    db = sqlite3.connect(sqlite_url[len("sqlite://") :])
+    stored = dict(
+        (r[0], r[1:]) for r in db.execute("SELECT event_id, prompt_text, completion_text FROM usage_events")
+    )
     db.close()
     assert stored == {"plain": (None, None), "opted": ("hi", "yo")}
 
@@ -201,7 +260,7 @@ def test_sqlite_file_is_in_wal_mode_and_reopens(sqlite_url) -> None:
     ledger.write([make_event()])
     ledger.close()
     ledger.close()  # idempotent
-    path = sqlite_url[len("sqlite://"):]
+    path = sqlite_url[len("sqlite://") :]
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
@@ -240,7 +299,10 @@ def test_two_processes_writing_one_sqlite_ledger_lose_nothing(sqlite_url) -> Non
     open_ledger(sqlite_url).close()  # schema in place; the workers race on writes, not on creation
     ctx = multiprocessing.get_context("spawn")
     workers, batches, per_batch = 3, 40, 25
-    procs = [ctx.Process(target=write_from_process, args=(sqlite_url, w, batches, per_batch)) for w in range(workers)]
+    procs = [
+        ctx.Process(target=write_from_process, args=(sqlite_url, w, batches, per_batch))
+        for w in range(workers)
+    ]
     for p in procs:
         p.start()
     for p in procs:

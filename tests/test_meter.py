@@ -237,10 +237,14 @@ def test_interpreter_exit_flushes(tmp_path: Path) -> None:
         for _ in range(7):
             meter.record(make_event())
         assert meter.pending == 7
-    """)  # no close(): the atexit hook must flush
+        dropped = Meter(open_ledger("sqlite://{db}"), background=False, flush_interval_s=3600)
+        for _ in range(3):
+            dropped.record(make_event())
+        del dropped
+    """)  # no close(): the atexit hook must flush both, even the one no longer referenced
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     ledger = open_ledger(f"sqlite://{db}")
-    assert ledger.count() == 7
+    assert ledger.count() == 10
     ledger.close()
 
 
@@ -249,12 +253,14 @@ def test_interpreter_exit_flushes(tmp_path: Path) -> None:
 
 def test_month_and_day_to_date_read_the_ledger_once(ledger_url) -> None:
     inner = open_ledger(ledger_url)
-    inner.write([
-        make_event(cost_usd=Decimal("1.5"), timestamp=NOW.replace(day=2)),
-        make_event(cost_usd=Decimal("0.5"), timestamp=NOW - timedelta(hours=1)),
-        make_event(cost_usd=Decimal("100"), timestamp=NOW.replace(month=2)),  # last month
-        make_event(cost_usd=Decimal("7"), tenant="globex", timestamp=NOW),
-    ])
+    inner.write(
+        [
+            make_event(cost_usd=Decimal("1.5"), timestamp=NOW.replace(day=2)),
+            make_event(cost_usd=Decimal("0.5"), timestamp=NOW - timedelta(hours=1)),
+            make_event(cost_usd=Decimal("100"), timestamp=NOW.replace(month=2)),  # last month
+            make_event(cost_usd=Decimal("7"), tenant="globex", timestamp=NOW),
+        ]
+    )
     ledger = CountingLedger(inner)
     meter = Meter(ledger, background=False, flush_interval_s=60)
     assert meter.month_to_date("acme", NOW) == Decimal("2.0")

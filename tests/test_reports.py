@@ -28,17 +28,45 @@ EVIL = "</script><script>alert(1)</script>"
 
 
 def seed(ledger) -> None:
-    ledger.write([
-        make_event(tenant="acme", provider="bedrock", cost_usd=Decimal("0.1"), timestamp=D1,
-                   tags={"team": "search"}),
-        make_event(tenant="acme", provider="bedrock", cost_usd=Decimal("0.2"), timestamp=D2,
-                   tags={"team": "ads"}, usage_estimated=True),
-        make_event(tenant="acme", provider="azure", region="swedencentral", jurisdiction="eu",
-                   route_id="azure-se-70b", cost_usd=Decimal("0.3"), timestamp=D2),
-        make_event(tenant="globex", provider="local", region=None, jurisdiction="on-prem", route_id="local-a",
-                   model="llama-3.1-8b", cost_usd=None, timestamp=D1),
-        make_event(tenant=EVIL, provider="groq", route_id="groq-us", cost_usd=Decimal("1"), timestamp=D1),
-    ])
+    ledger.write(
+        [
+            make_event(
+                tenant="acme",
+                provider="bedrock",
+                cost_usd=Decimal("0.1"),
+                timestamp=D1,
+                tags={"team": "search"},
+            ),
+            make_event(
+                tenant="acme",
+                provider="bedrock",
+                cost_usd=Decimal("0.2"),
+                timestamp=D2,
+                tags={"team": "ads"},
+                usage_estimated=True,
+            ),
+            make_event(
+                tenant="acme",
+                provider="azure",
+                region="swedencentral",
+                jurisdiction="eu",
+                route_id="azure-se-70b",
+                cost_usd=Decimal("0.3"),
+                timestamp=D2,
+            ),
+            make_event(
+                tenant="globex",
+                provider="local",
+                region=None,
+                jurisdiction="on-prem",
+                route_id="local-a",
+                model="llama-3.1-8b",
+                cost_usd=None,
+                timestamp=D1,
+            ),
+            make_event(tenant=EVIL, provider="groq", route_id="groq-us", cost_usd=Decimal("1"), timestamp=D1),
+        ]
+    )
 
 
 @pytest.fixture
@@ -50,8 +78,18 @@ def seeded(any_ledger):
 def test_default_rows_carry_the_contract_columns(seeded) -> None:
     rows = report_rows(seeded)
     for row in rows:
-        assert {"tenant", "provider", "model", "region", "calls", "input_tokens", "output_tokens", "cost_usd",
-                "unknown_cost_calls", "estimated_calls"} <= set(row)
+        assert {
+            "tenant",
+            "provider",
+            "model",
+            "region",
+            "calls",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "unknown_cost_calls",
+            "estimated_calls",
+        } <= set(row)
     acme_bedrock = next(r for r in rows if (r["tenant"], r["provider"]) == ("acme", "bedrock"))
     assert acme_bedrock["calls"] == 2 and acme_bedrock["cost_usd"] == Decimal("0.3")
     assert acme_bedrock["estimated_calls"] == 1
@@ -154,8 +192,21 @@ def invoke(app: typer.Typer, *args: str):
 
 
 def test_cli_json_with_group_by_and_filters(cli, ledger_file) -> None:
-    result = invoke(cli, "--ledger", ledger_file, "--format", "json", "--group-by", "day,provider",
-                    "--tenant", "acme", "--since", "2025-03-02", "--until", "2025-03-02")
+    result = invoke(
+        cli,
+        "--ledger",
+        ledger_file,
+        "--format",
+        "json",
+        "--group-by",
+        "day,provider",
+        "--tenant",
+        "acme",
+        "--since",
+        "2025-03-02",
+        "--until",
+        "2025-03-02",
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["day"], r["provider"], r["cost_usd"], r["tenant"]) for r in rows] == [
@@ -166,21 +217,39 @@ def test_cli_json_with_group_by_and_filters(cli, ledger_file) -> None:
 
 def test_cli_csv_to_file_and_repeated_group_by(cli, ledger_file, tmp_path: Path) -> None:
     out = tmp_path / "r.csv"
-    result = invoke(cli, "--ledger", ledger_file, "-f", "csv", "-g", "tenant", "-g", "jurisdiction", "-o", str(out))
+    result = invoke(
+        cli, "--ledger", ledger_file, "-f", "csv", "-g", "tenant", "-g", "jurisdiction", "-o", str(out)
+    )
     assert result.exit_code == 0, result.output
     table = list(csv.DictReader(out.open()))
-    assert {(r["tenant"], r["jurisdiction"]) for r in table} >= {("acme", "us"), ("acme", "eu"), ("globex", "on-prem")}
+    assert {(r["tenant"], r["jurisdiction"]) for r in table} >= {
+        ("acme", "us"),
+        ("acme", "eu"),
+        ("globex", "on-prem"),
+    }
 
 
 def test_cli_html_default_file_and_policy_ledger(cli, ledger_file, tmp_path: Path, monkeypatch) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({
-        "version": 1,
-        "ledger": "sqlite:///" + ledger_file[len("sqlite://"):].lstrip("/"),
-        "routes": [{"id": "local-a", "provider": "local", "model": "llama-3.1-8b", "model_id": "m",
-                    "endpoint": "http://127.0.0.1:9/v1", "jurisdiction": "on-prem"}],
-        "tenants": {"default": {"objective": "cost", "residency": ["on-prem"]}},
-    }))
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "ledger": "sqlite:///" + ledger_file[len("sqlite://") :].lstrip("/"),
+                "routes": [
+                    {
+                        "id": "local-a",
+                        "provider": "local",
+                        "model": "llama-3.1-8b",
+                        "model_id": "m",
+                        "endpoint": "http://127.0.0.1:9/v1",
+                        "jurisdiction": "on-prem",
+                    }
+                ],
+                "tenants": {"default": {"objective": "cost", "residency": ["on-prem"]}},
+            }
+        )
+    )
     monkeypatch.chdir(tmp_path)
     result = invoke(cli, "--policy", str(policy), "--format", "html")
     assert result.exit_code == 0, result.output

@@ -37,8 +37,11 @@ def _ledger_url(ledger: Optional[str], policy: Optional[Path]) -> Optional[str]:
 
 
 def _describe(filters: object, group_by: list[str]) -> str:
-    parts = [f"{k}={v}" for k in ("tenant", "provider", "model", "region", "jurisdiction")
-             if (v := getattr(filters, k)) is not None]
+    parts = [
+        f"{k}={v}"
+        for k in ("tenant", "provider", "model", "region", "jurisdiction")
+        if (v := getattr(filters, k)) is not None
+    ]
     for bound in ("since", "until"):
         value = getattr(filters, bound)
         if value is not None:
@@ -49,12 +52,20 @@ def _describe(filters: object, group_by: list[str]) -> str:
 
 def report(
     ledger: Optional[str] = typer.Option(
-        None, "--ledger", help="Ledger URL (sqlite:///PATH or postgresql://...); default: the policy's, else the data dir."
+        None,
+        "--ledger",
+        help="Ledger URL (sqlite:///PATH or postgresql://...); default: the policy's, else the data dir.",
     ),
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Read the ledger location from this policy file."),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", "-p", help="Read the ledger location from this policy file."
+    ),
     tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="Only this tenant."),
-    since: Optional[str] = typer.Option(None, "--since", help="From (inclusive): YYYY-MM-DD, ISO datetime, today, 7d."),
-    until: Optional[str] = typer.Option(None, "--until", help="To: a date includes that whole day; a datetime is exclusive."),
+    since: Optional[str] = typer.Option(
+        None, "--since", help="From (inclusive): YYYY-MM-DD, ISO datetime, today, 7d."
+    ),
+    until: Optional[str] = typer.Option(
+        None, "--until", help="To: a date includes that whole day; a datetime is exclusive."
+    ),
     provider: Optional[str] = typer.Option(None, "--provider", help="Only this provider."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this logical model."),
     region: Optional[str] = typer.Option(None, "--region", help="Only this region."),
@@ -67,7 +78,9 @@ def report(
         "status, error_kind, day, month, tag, tag:KEY.  Default: tenant,provider,model,region.",
     ),
     fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="table, csv, json or html."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help=f"Write here (html default: {DEFAULT_HTML})."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help=f"Write here (html default: {DEFAULT_HTML})."
+    ),
 ) -> None:
     """Cost report from the usage ledger, aggregated in SQL."""
     from broker.metering import LedgerNotFound, open_ledger, parse_group_by
@@ -100,7 +113,9 @@ def report(
             from broker.reports.html import chart_data, write_html_report
 
             target = output or Path(DEFAULT_HTML)
-            write_html_report(rows, target, charts=chart_data(store, filters), subtitle=_describe(filters, dims))
+            write_html_report(
+                rows, target, charts=chart_data(store, filters), subtitle=_describe(filters, dims)
+            )
             typer.echo(f"wrote {target}", err=True)
             return
     finally:

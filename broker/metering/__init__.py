@@ -5,7 +5,7 @@
     from broker.metering import Meter, UsageEvent, open_ledger
 
     ledger = open_ledger("sqlite:///var/lib/llama-broker/usage.db")   # or postgresql://...
-    meter = Meter(ledger)              # batched off the hot path; Meter(ledger, durable=True) commits per call
+    meter = Meter(ledger)              # batched; Meter(ledger, durable=True) commits per call
     meter.record(event)
     meter.month_to_date("acme", now)   # budget reads: one query per (tenant, month), then a running total
     meter.close()                      # flushes

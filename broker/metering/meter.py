@@ -26,14 +26,12 @@ in-process running total, so a budget check costs no query.
 from __future__ import annotations
 
 import atexit
-import functools
 import json
 import logging
 import os
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -53,19 +51,14 @@ def _period(kind: str, moment: datetime) -> tuple[str, datetime, datetime]:
     """(label, start, end) of the UTC month or day holding `moment`."""
     if kind == _MONTH:
         start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        end = (
+            start.replace(year=start.year + 1, month=1)
+            if start.month == 12
+            else start.replace(month=start.month + 1)
+        )
         return start.strftime("%Y-%m"), start, end
     start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
     return start.strftime("%Y-%m-%d"), start, start + timedelta(days=1)
-
-
-def _close_at_exit(ref: weakref.ref[Meter]) -> None:
-    meter = ref()
-    if meter is not None:
-        try:
-            meter.close()
-        except Exception:  # pragma: no cover - interpreter exit: report and go on
-            log.exception("closing the usage meter at exit failed")
 
 
 class Meter:
@@ -105,8 +98,8 @@ class Meter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._closed = False
-        self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
-        atexit.register(self._atexit)
+        # a strong reference on purpose: a meter dropped without close() still flushes at exit
+        atexit.register(self._close_at_exit)
 
     # ------------------------------------------------------------------ recording
 
@@ -263,7 +256,7 @@ class Meter:
             self._stopping = True
             self._wake.notify_all()
             thread = self._thread
-        atexit.unregister(self._atexit)
+        atexit.unregister(self._close_at_exit)
         if thread is not None:
             thread.join()
         try:
@@ -279,6 +272,12 @@ class Meter:
         finally:
             if self.owns_ledger:
                 self.ledger.close()
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter exit: report and go on
+            log.exception("closing the usage meter at exit failed")
 
     def __enter__(self) -> Meter:
         return self

@@ -149,11 +149,31 @@ class PostgresLedger:
         jsonb = self._psycopg.types.json.Jsonb
         rows = [
             (
-                e.event_id, e.request_id, e.attempt, e.tenant, jsonb(dict(e.tags)), e.model,
-                e.provider, e.region, e.jurisdiction, e.model_id, e.route_id, e.input_tokens,
-                e.output_tokens, e.cached_input_tokens, bool(e.usage_estimated), _cost(e.cost_usd),
-                e.price_version, e.latency_ms, e.ttft_ms, e.status, e.error_kind, utc(e.timestamp),
-                e.policy_version, e.prompt_text, e.completion_text,
+                e.event_id,
+                e.request_id,
+                e.attempt,
+                e.tenant,
+                jsonb(dict(e.tags)),
+                e.model,
+                e.provider,
+                e.region,
+                e.jurisdiction,
+                e.model_id,
+                e.route_id,
+                e.input_tokens,
+                e.output_tokens,
+                e.cached_input_tokens,
+                bool(e.usage_estimated),
+                _cost(e.cost_usd),
+                e.price_version,
+                e.latency_ms,
+                e.ttft_ms,
+                e.status,
+                e.error_kind,
+                utc(e.timestamp),
+                e.policy_version,
+                e.prompt_text,
+                e.completion_text,
             )
             for e in events
         ]

@@ -81,8 +81,7 @@ _COLUMNS = (
     "completion_text"
 )
 _INSERT = (
-    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) "
-    "ON CONFLICT(event_id) DO NOTHING"
+    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) ON CONFLICT(event_id) DO NOTHING"
 )
 
 _METRICS_SQL = (
@@ -178,7 +177,9 @@ class SQLiteLedger:
         db.execute(f"PRAGMA synchronous = {synchronous}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"ledger {self.path} has schema v{version}; this broker knows v{SCHEMA_VERSION}")
+            raise RuntimeError(
+                f"ledger {self.path} has schema v{version}; this broker knows v{SCHEMA_VERSION}"
+            )
         if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             try:

@@ -28,7 +28,14 @@ from broker.errors import MissingDependency
 from broker.reports.query import ReportFilters, report_rows
 from broker.reports.render import HEADERS, cell_text, columns, format_cost, totals
 
-__all__ = ["CHART_IDS", "ReportCharts", "chart_data", "chart_data_from_rows", "render_html", "write_html_report"]
+__all__ = [
+    "CHART_IDS",
+    "ReportCharts",
+    "chart_data",
+    "chart_data_from_rows",
+    "render_html",
+    "write_html_report",
+]
 
 CHART_IDS = (
     "chart-spend-per-day",
@@ -64,8 +71,17 @@ def _regroup(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[s
         if any(k not in row or row[k] == "*" for k in keys):
             return []
         group = tuple(row[k] for k in keys)
-        acc = sums.setdefault(group, {**dict(zip(keys, group)), "input_tokens": 0, "output_tokens": 0,
-                                      "cost_usd": None, "calls": 0, "unknown_cost_calls": 0})
+        acc = sums.setdefault(
+            group,
+            {
+                **dict(zip(keys, group)),
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost_usd": None,
+                "calls": 0,
+                "unknown_cost_calls": 0,
+            },
+        )
         for k in ("input_tokens", "output_tokens", "calls", "unknown_cost_calls"):
             acc[k] += row.get(k, 0)
         if row.get("cost_usd") is not None:
@@ -112,41 +128,56 @@ def _figures(charts: ReportCharts) -> list[tuple[str, str, Any]]:
     days = sorted({str(r["day"]) for r in charts.spend_by_day_provider})
     for r in charts.spend_by_day_provider:
         by_provider[_label(r["provider"])][str(r["day"])] = _money(r)
-    fig = go.Figure([go.Bar(name=p, x=days, y=[by_provider[p].get(d, 0.0) for d in days])
-                     for p in sorted(by_provider)])
+    fig = go.Figure(
+        [go.Bar(name=p, x=days, y=[by_provider[p].get(d, 0.0) for d in days]) for p in sorted(by_provider)]
+    )
     fig.update_layout(barmode="stack", yaxis_title="USD", xaxis_title="day (UTC)")
     figures.append(("chart-spend-per-day", "Spend per day by provider", fig))
 
     tenants = charts.spend_by_tenant
-    fig = go.Figure([go.Bar(x=[_label(r["tenant"]) for r in tenants], y=[_money(r) for r in tenants],
-                            name="spend")])
+    fig = go.Figure(
+        [go.Bar(x=[_label(r["tenant"]) for r in tenants], y=[_money(r) for r in tenants], name="spend")]
+    )
     fig.update_layout(yaxis_title="USD", xaxis_title="tenant")
     figures.append(("chart-spend-per-tenant", "Spend per tenant", fig))
 
     models = charts.tokens_by_model
     names = [_label(r["model"]) for r in models]
-    fig = go.Figure([
-        go.Bar(name="input tokens", x=names, y=[r["input_tokens"] for r in models]),
-        go.Bar(name="output tokens", x=names, y=[r["output_tokens"] for r in models]),
-    ])
+    fig = go.Figure(
+        [
+            go.Bar(name="input tokens", x=names, y=[r["input_tokens"] for r in models]),
+            go.Bar(name="output tokens", x=names, y=[r["output_tokens"] for r in models]),
+        ]
+    )
     fig.update_layout(barmode="stack", yaxis_title="tokens", xaxis_title="model")
     figures.append(("chart-tokens-per-model", "Tokens per model", fig))
 
-    priced = [r for r in charts.cost_by_route
-              if r.get("cost_usd") is not None and (r["input_tokens"] + r["output_tokens"]) > 0]
-    fig = go.Figure([go.Bar(
-        x=[_label(r["route_id"]) for r in priced],
-        y=[float(Decimal(r["cost_usd"]) * 1_000_000 / (r["input_tokens"] + r["output_tokens"])) for r in priced],
-        name="USD per Mtok",
-    )])
+    priced = [
+        r
+        for r in charts.cost_by_route
+        if r.get("cost_usd") is not None and (r["input_tokens"] + r["output_tokens"]) > 0
+    ]
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=[_label(r["route_id"]) for r in priced],
+                y=[
+                    float(Decimal(r["cost_usd"]) * 1_000_000 / (r["input_tokens"] + r["output_tokens"]))
+                    for r in priced
+                ],
+                name="USD per Mtok",
+            )
+        ]
+    )
     fig.update_layout(yaxis_title="USD per million tokens", xaxis_title="route")
     figures.append(("chart-cost-per-mtok", "Cost per million tokens by route", fig))
 
     for (_, _, fig), data in zip(figures, (charts.spend_by_day_provider, tenants, models, priced)):
         fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 20, "b": 60})
         if not data:
-            fig.add_annotation(text="no data for this selection", showarrow=False,
-                               xref="paper", yref="paper", x=0.5, y=0.5)
+            fig.add_annotation(
+                text="no data for this selection", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5
+            )
     return figures
 
 
@@ -168,7 +199,9 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     from broker.metering.ledger import METRIC_KEYS
 
     cols = columns(rows)
-    head = "".join(f'<th scope="col" data-key="{html.escape(c)}">{html.escape(HEADERS.get(c, c))}</th>' for c in cols)
+    head = "".join(
+        f'<th scope="col" data-key="{html.escape(c)}">{html.escape(HEADERS.get(c, c))}</th>' for c in cols
+    )
     body = []
     for row in rows:
         cells = "".join(
@@ -178,7 +211,8 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
         body.append(f"<tr>{cells}</tr>")
     total = totals(rows)
     foot = "".join(
-        f'<td class="num">{html.escape(cell_text(c, total[c]))}</td>' if c in METRIC_KEYS
+        f'<td class="num">{html.escape(cell_text(c, total[c]))}</td>'
+        if c in METRIC_KEYS
         else f'<td class="dim">{"total" if i == 0 else ""}</td>'
         for i, c in enumerate(cols)
     )
@@ -205,16 +239,25 @@ def render_html(
     cost = format_cost(total["cost_usd"]) if total["cost_usd"] is not None else "unknown"
     sections = []
     for chart_id, heading, fig in _figures(charts):
-        div = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=chart_id,
-                          default_height="380px", default_width="100%", config={"displaylogo": False})
+        div = pio.to_html(
+            fig,
+            include_plotlyjs=False,
+            full_html=False,
+            div_id=chart_id,
+            default_height="380px",
+            default_width="100%",
+            config={"displaylogo": False, "responsive": True},
+        )
         name = chart_id.removeprefix("chart-")
-        sections.append(f'<section class="chart" id="section-{name}"><h2>{html.escape(heading)}</h2>{div}</section>')
+        sections.append(
+            f'<section class="chart" id="section-{name}"><h2>{html.escape(heading)}</h2>{div}</section>'
+        )
     summary = (
         f'<p class="summary" id="report-summary"><span>calls: {total["calls"]:,}</span>'
-        f'<span>input tokens: {total["input_tokens"]:,}</span>'
-        f'<span>output tokens: {total["output_tokens"]:,}</span>'
-        f'<span>cost: <strong>${html.escape(cost)}</strong></span>'
-        f'<span>unpriced calls: {total["unknown_cost_calls"]:,}</span></p>'
+        f"<span>input tokens: {total['input_tokens']:,}</span>"
+        f"<span>output tokens: {total['output_tokens']:,}</span>"
+        f"<span>cost: <strong>${html.escape(cost)}</strong></span>"
+        f"<span>unpriced calls: {total['unknown_cost_calls']:,}</span></p>"
     )
     sub = f'<p class="subtitle">{html.escape(subtitle)}</p>' if subtitle else ""
     return (

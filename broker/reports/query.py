@@ -121,7 +121,9 @@ def parse_time(value: str | None, *, end: bool = False, now: datetime | None = N
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"cannot read time {value!r}: use YYYY-MM-DD, an ISO datetime, today or 7d") from None
+        raise ValueError(
+            f"cannot read time {value!r}: use YYYY-MM-DD, an ISO datetime, today or 7d"
+        ) from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 

@@ -17,7 +17,18 @@ from typing import IO, Any
 
 from broker.metering.ledger import METRIC_KEYS, tidy_decimal
 
-__all__ = ["HEADERS", "cell_text", "columns", "format_cost", "jsonable_rows", "print_table", "render_table", "to_csv", "to_json", "totals"]
+__all__ = [
+    "HEADERS",
+    "cell_text",
+    "columns",
+    "format_cost",
+    "jsonable_rows",
+    "print_table",
+    "render_table",
+    "to_csv",
+    "to_json",
+    "totals",
+]
 
 HEADERS = {
     "calls": "calls",
@@ -115,7 +126,9 @@ def render_table(rows: Sequence[dict[str, Any]], *, title: str | None = None) ->
     return table
 
 
-def print_table(rows: Sequence[dict[str, Any]], *, title: str | None = None, file: IO[str] | None = None) -> None:
+def print_table(
+    rows: Sequence[dict[str, Any]], *, title: str | None = None, file: IO[str] | None = None
+) -> None:
     """Print the table to `file` (default stdout)."""
     from rich.console import Console
 
