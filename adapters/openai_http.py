@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
-from broker.errors import ProtocolError, ProviderError, Timeout, Unavailable
+from broker.errors import ContentFiltered, ProtocolError, ProviderError, Timeout, Unavailable
 from broker.transport import timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
@@ -77,6 +77,22 @@ class OpenAIHttpAdapter(AdapterBase):
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"unreadable body: {type(exc).__name__}", **ctx) from exc
 
+    def status_error(self, status: int, body: Any, headers: Mapping[str, str], request_id: str | None) -> ProviderError:
+        """The broker error for a non-2xx answer; providers with their own error body override it."""
+        return error_for_status(status, body, headers, request_id=request_id, **self.error_context())
+
+    def filtered(self, refusal: str | None) -> ContentFiltered:
+        """A `finish_reason: content_filter` answer: the safety filter stopped the completion."""
+        return ContentFiltered(refusal or "blocked by the provider's safety filter", code="content_filter",
+                               **self.error_context())
+
+    def chunk_events(self, chunk: Any) -> list[StreamEvent]:
+        """One decoded stream chunk -> events; providers with in-stream error shapes override it."""
+        events = list(openai_shape.events_from_chunk(chunk, **self.error_context()))
+        if any(e.finish_reason == "content_filter" for e in events):
+            raise self.filtered(None)
+        return events
+
     def _raise_for_status(self, response: httpx.Response, body_bytes: bytes) -> None:
         if response.status_code < 400:
             return
@@ -84,16 +100,13 @@ class OpenAIHttpAdapter(AdapterBase):
             body: Any = json.loads(body_bytes) if body_bytes else None
         except ValueError:
             body = body_bytes[:200].decode("utf-8", "replace")
-        raise error_for_status(
-            response.status_code,
-            body,
-            response.headers,
-            request_id=response.headers.get("x-request-id"),
-            **self.error_context(),
-        )
+        raise self.status_error(response.status_code, body, response.headers, response.headers.get("x-request-id"))
 
     def _parse(self, response: httpx.Response) -> ChatResponse:
-        result = openai_shape.response_from_body(response.json(), **self.error_context())
+        body = response.json()
+        result = openai_shape.response_from_body(body, **self.error_context())
+        if result.finish_reason == "content_filter":
+            raise self.filtered((body["choices"][0].get("message") or {}).get("refusal"))
         if result.provider_request_id is None and "x-request-id" in response.headers:
             result = replace(result, provider_request_id=response.headers["x-request-id"])
         return result
@@ -105,7 +118,7 @@ class OpenAIHttpAdapter(AdapterBase):
         if payload == _DONE:
             state["done"] = True
             return []
-        events = list(openai_shape.events_from_chunk(json.loads(payload), **self.error_context()))
+        events = self.chunk_events(json.loads(payload))
         if any(e.finish_reason for e in events):
             state["finished"] = True
         return events

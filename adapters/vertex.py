@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import os
 import re
 import threading
@@ -46,7 +45,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-import httpx
 
 from broker.errors import (
     AuthError, ContentFiltered, ContextTooLong, CredentialsError, InvalidRequest,
@@ -56,7 +54,6 @@ from broker.routes import Capabilities, Route
 from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
-from . import openai_shape
 from .base import require
 from .http_errors import error_for_status, retry_after_seconds
 from .openai_http import OpenAIHttpAdapter
@@ -340,44 +337,14 @@ class VertexAdapter(OpenAIHttpAdapter):
 
     # ------------------------------------------------------------------ answers
 
-    def _raise_for_status(self, response: httpx.Response, body_bytes: bytes) -> None:
-        if response.status_code < 400:
-            return
-        try:
-            body: Any = json.loads(body_bytes) if body_bytes else None
-        except ValueError:
-            body = body_bytes[:200].decode("utf-8", "replace")
-        raise google_error(response.status_code, body, response.headers,
-                           request_id=response.headers.get("x-request-id"), **self.error_context())
+    def status_error(self, status: int, body: Any, headers: Mapping[str, str], request_id: str | None) -> ProviderError:
+        return google_error(status, body, headers, request_id=request_id, **self.error_context())
 
-    def _filtered(self, detail: str | None) -> ContentFiltered:
-        message = detail or "blocked by the model's safety filter"
-        return ContentFiltered(message, code="content_filter", **self.error_context())
-
-    def _parse(self, response: httpx.Response) -> ChatResponse:
-        result = super()._parse(response)
-        if result.finish_reason == "content_filter":
-            message = (response.json()["choices"][0].get("message")) or {}
-            raise self._filtered(message.get("refusal"))
-        return result
-
-    def _events(self, line: str, state: dict[str, bool]) -> list[StreamEvent]:
-        if not line.startswith("data:"):
-            return []
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            state["done"] = True
-            return []
-        chunk = json.loads(payload)
+    def chunk_events(self, chunk: Any) -> list[StreamEvent]:
         if isinstance(chunk, Mapping) and isinstance(chunk.get("error"), Mapping):
             code = chunk["error"].get("code")
             raise google_error(code if isinstance(code, int) else 500, chunk, {}, **self.error_context())
-        events = list(openai_shape.events_from_chunk(chunk, **self.error_context()))
-        for event in events:
-            if event.finish_reason == "content_filter":
-                raise self._filtered(None)
-            state["finished"] = state.get("finished", False) or bool(event.finish_reason)
-        return events
+        return super().chunk_events(chunk)
 
     # ------------------------------------------------------------------ async entry points
 

@@ -27,7 +27,6 @@ from .errors import AuthError, ModelNotAvailable, NoEligibleRoute, ProviderError
 from .health import CircuitBoard, LatencyTracker
 from .metering.events import UsageEvent
 from .policy.decision import Decision
-from .policy.filters import residency_allows
 from .retry import RetryBudget, WaitForHint
 from .routes import Route
 from .streaming import StreamAccumulator
@@ -93,7 +92,7 @@ class Executor:
     @staticmethod
     def guard(route: Route, decision: Decision) -> None:
         """The last check before an adapter is called: the route must be one the filters kept."""
-        if route not in decision.routes or not residency_allows(route, decision.allowed_jurisdictions):
+        if route not in decision.routes or not decision.tenant_policy.allows_jurisdiction(route.jurisdiction):
             raise ResidencyViolation(
                 f"route {route.id!r} ({route.jurisdiction}) is outside tenant {decision.tenant!r}'s residency"
             )

@@ -24,7 +24,6 @@ from broker.errors import (
     ContextTooLong,
     CredentialsError,
     InvalidRequest,
-    MissingDependency,
     ModelNotAvailable,
     PolicyError,
     ProtocolError,

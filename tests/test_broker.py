@@ -15,7 +15,6 @@ from broker import (
     NoEligibleRoute,
     ProtocolError,
     ResidencyViolation,
-    Throttled,
     UnknownTenant,
     Unavailable,
 )

@@ -85,7 +85,7 @@ def demo(
         table.add_column(col, justify="right" if col in ("tries", "in", "out", "cost USD") else "left")
 
     with EmulatorSuite() as suite, suite.applied():
-        console.print(f"[bold]emulators[/bold] on loopback: " + ", ".join(f"{n}={e.url}" for n, e in suite.emulators.items()))
+        console.print("[bold]emulators[/bold] on loopback: " + ", ".join(f"{n}={e.url}" for n, e in suite.emulators.items()))
         with Broker(ledger=ledger_url, durable=True) as broker:
             for tenant, model, kind, prompt in _CALLS:
                 try:

@@ -46,7 +46,7 @@ class Decision:
     model: str
     objective: str
     candidates: tuple[Candidate, ...]
-    allowed_jurisdictions: frozenset[str] | None
+    tenant_policy: Any = field(repr=False, compare=False)
     warnings: tuple[str, ...] = ()
     downgraded_from: str | None = None
     routes: tuple[Route, ...] = field(init=False)
@@ -54,6 +54,11 @@ class Decision:
     def __post_init__(self) -> None:
         ranked = sorted((c for c in self.candidates if c.eligible), key=lambda c: c.rank or 0)
         object.__setattr__(self, "routes", tuple(c.route for c in ranked))
+
+    @property
+    def allowed_jurisdictions(self) -> list[str] | None:
+        residency = self.tenant_policy.residency
+        return None if residency is None else sorted(residency)
 
     @property
     def removed(self) -> dict[str, str]:
@@ -65,7 +70,7 @@ class Decision:
             "model": self.model,
             "objective": self.objective,
             "downgraded_from": self.downgraded_from,
-            "allowed_jurisdictions": sorted(self.allowed_jurisdictions) if self.allowed_jurisdictions else None,
+            "allowed_jurisdictions": self.allowed_jurisdictions,
             "warnings": list(self.warnings),
             "candidates": [
                 {

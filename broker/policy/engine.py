@@ -23,7 +23,7 @@ from broker.routes import Route
 from broker.types import ChatRequest
 
 from .decision import Candidate, Decision
-from .filters import FILTERS, CallContext, allowed_jurisdictions
+from .filters import FILTERS, CallContext
 from .ranking import rank
 
 __all__ = ["Router", "SpendSource"]
@@ -110,8 +110,7 @@ class Router:
         """The explained decision for one call.  Raises `NoEligibleRoute` when nothing survives."""
         tenant = self.policy.tenant(tenant_name)
         model = self.policy.resolve_model(request.model)
-        allowed_models = getattr(getattr(tenant, "models", None), "allow", None)
-        if allowed_models is not None and model not in {self.policy.resolve_model(m) for m in allowed_models}:
+        if not tenant.allows_model(model):
             raise NoEligibleRoute(f"tenant {tenant.name!r} may not use model {model!r}")
         now = self.now()
         budget = self._budget(tenant, model, now)
@@ -139,7 +138,7 @@ class Router:
             model=model,
             objective=tenant.objective,
             candidates=tuple(candidates),
-            allowed_jurisdictions=allowed_jurisdictions(tenant),
+            tenant_policy=tenant,
             warnings=budget.warnings,
             downgraded_from=budget.downgraded_from,
         )

@@ -13,15 +13,15 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from broker.health import CircuitBoard, LatencyTracker
 from broker.routes import Route
 from broker.types import ChatRequest
 
 from .decision import Verdict
+from .schema import TenantPolicy
 
-__all__ = ["CallContext", "FILTERS", "allowed_jurisdictions", "residency_allows"]
+__all__ = ["CallContext", "FILTERS"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class CallContext:
     """Everything a filter or ranker may read about the call being decided."""
 
     request: ChatRequest
-    tenant: Any  # TenantPolicy
+    tenant: TenantPolicy
     stream: bool
     today: dt.date
     estimated_input_tokens: int
@@ -37,20 +37,6 @@ class CallContext:
     latency: LatencyTracker
     circuits: CircuitBoard
     budget_remaining_usd: Decimal | None
-
-
-def allowed_jurisdictions(tenant: Any) -> frozenset[str] | None:
-    """The tenant's jurisdictions, or None when its residency is unrestricted."""
-    residency = getattr(tenant, "residency", None)
-    return None if residency is None else frozenset(residency)
-
-
-def residency_allows(route: Route, allowed: frozenset[str] | None) -> bool:
-    """The one residency rule: a route is allowed only if its jurisdiction is named.
-
-    `global` (may process anywhere) and `unknown` satisfy only a rule that names them.
-    """
-    return allowed is None or route.jurisdiction in allowed
 
 
 def lifecycle(route: Route, ctx: CallContext) -> Verdict:
@@ -61,23 +47,15 @@ def lifecycle(route: Route, ctx: CallContext) -> Verdict:
 
 
 def residency(route: Route, ctx: CallContext) -> Verdict:
-    allowed = allowed_jurisdictions(ctx.tenant)
-    if residency_allows(route, allowed):
+    if ctx.tenant.allows_jurisdiction(route.jurisdiction):
         return Verdict(True, "residency")
-    return Verdict(
-        False, "residency", f"jurisdiction {route.jurisdiction!r} not in {sorted(allowed or ())}"
-    )
+    return Verdict(False, "residency", f"jurisdiction {route.jurisdiction!r} not in {sorted(ctx.tenant.residency)}")
 
 
 def providers(route: Route, ctx: CallContext) -> Verdict:
-    rule = getattr(ctx.tenant, "providers", None)
-    if rule is None:
+    if ctx.tenant.allows_provider(route.provider):
         return Verdict(True, "providers")
-    if route.provider in (rule.deny or ()):
-        return Verdict(False, "providers", f"provider {route.provider!r} denied")
-    if rule.allow is not None and route.provider not in rule.allow:
-        return Verdict(False, "providers", f"provider {route.provider!r} not in allow list")
-    return Verdict(True, "providers")
+    return Verdict(False, "providers", f"provider {route.provider!r} denied or not in the allow list")
 
 
 def capabilities(route: Route, ctx: CallContext) -> Verdict:
@@ -111,7 +89,7 @@ def health(route: Route, ctx: CallContext) -> Verdict:
 
 
 def price_ceiling(route: Route, ctx: CallContext) -> Verdict:
-    ceiling = getattr(ctx.tenant, "max_price_per_mtok", None)
+    ceiling = ctx.tenant.max_price_per_mtok
     if ceiling is None:
         return Verdict(True, "price")
     if route.price is None:
@@ -126,7 +104,7 @@ def price_ceiling(route: Route, ctx: CallContext) -> Verdict:
 
 
 def latency_slo(route: Route, ctx: CallContext) -> Verdict:
-    slo = getattr(ctx.tenant, "latency_slo_ms", None)
+    slo = ctx.tenant.latency_slo_ms
     if slo is None:
         return Verdict(True, "latency")
     est = ctx.latency.estimate(route)

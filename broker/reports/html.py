@@ -132,6 +132,7 @@ def _figures(charts: ReportCharts) -> list[tuple[str, str, Any]]:
         [go.Bar(name=p, x=days, y=[by_provider[p].get(d, 0.0) for d in days]) for p in sorted(by_provider)]
     )
     fig.update_layout(barmode="stack", yaxis_title="USD", xaxis_title="day (UTC)")
+    fig.update_xaxes(type="category")  # one bar per day, labelled by date (not a time axis)
     figures.append(("chart-spend-per-day", "Spend per day by provider", fig))
 
     tenants = charts.spend_by_tenant

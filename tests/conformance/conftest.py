@@ -216,3 +216,20 @@ def assert_clean(error: BaseException) -> None:
     for name, secret in FAKE_CREDENTIALS.items():
         if name != "LLAMA_BROKER_VERTEX_PROJECT":
             assert secret not in shown, f"{name} leaked into {type(error).__name__}"
+
+
+def sent_options(provider: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Sampling options as the provider received them, read from its own request shape."""
+    if provider == "bedrock":
+        config = body.get("inferenceConfig") or {}
+        return {"max_tokens": config.get("maxTokens"), "temperature": config.get("temperature"),
+                "top_p": config.get("topP"), "stop": config.get("stopSequences")}
+    return {"max_tokens": body.get("max_tokens", body.get("max_completion_tokens")),
+            "temperature": body.get("temperature"), "top_p": body.get("top_p"), "stop": body.get("stop")}
+
+
+def sent_tool_names(provider: str, body: dict[str, Any]) -> list[str]:
+    """Names of the tools offered in a request, read from the provider's own request shape."""
+    if provider == "bedrock":
+        return [t["toolSpec"]["name"] for t in (body.get("toolConfig") or {}).get("tools") or ()]
+    return [t["function"]["name"] for t in body.get("tools") or ()]

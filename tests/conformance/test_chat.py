@@ -8,7 +8,11 @@ from decimal import Decimal
 from broker import Broker
 from broker.testing import Reply, count_tokens
 
-from conftest import MESSAGES, Case, expected_cost
+import pytest
+
+from broker import ContentFiltered
+
+from conftest import MESSAGES, Case, expected_cost, sent_options
 
 
 def test_chat_returns_text_route_and_the_usage_the_provider_reported(case: Case, broker: Broker) -> None:
@@ -73,3 +77,43 @@ def test_json_mode_returns_parseable_json(case: Case, broker: Broker) -> None:
     reply = broker.chat(model=case.model, messages=MESSAGES, response_format={"type": "json_object"})
 
     assert json.loads(reply.text) == {"answer": "ok", "emulator": case.provider}
+
+
+def test_sampling_options_reach_the_provider(case: Case, broker: Broker) -> None:
+    broker.chat(model=case.model, messages=MESSAGES, max_tokens=50, temperature=0.3, top_p=0.9, stop=["END"])
+
+    body = case.emulator.requests[-1].json
+    assert sent_options(case.provider, body) == {"max_tokens": 50, "temperature": 0.3, "top_p": 0.9, "stop": ["END"]}
+
+
+def test_non_ascii_text_round_trips(case: Case, broker: Broker) -> None:
+    text = "Grüße aus Köln — 你好, мир 🌍 ñandú"
+    case.emulator.enqueue(Reply(text=text))
+
+    assert broker.chat(model=case.model, messages=[{"role": "user", "content": "Übersetze: 你好"}]).text == text
+    assert "Übersetze: 你好" in json.dumps(case.emulator.requests[-1].json, ensure_ascii=False)
+
+
+def test_provider_request_id_is_kept(case: Case, broker: Broker) -> None:
+    reply = broker.chat(model=case.model, messages=MESSAGES)
+    final = list(broker.stream(model=case.model, messages=MESSAGES))[-1]
+
+    assert reply.provider_request_id and final.response.provider_request_id
+    assert reply.provider_request_id != final.response.provider_request_id
+    assert reply.request_id != final.response.request_id
+
+
+def test_content_filter_finish_is_a_typed_error(case: Case, strict_broker: Broker, request: pytest.FixtureRequest) -> None:
+    if case.provider == "groq":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "adapters/groq.py returns finish_reason 'content_filter' as a normal reply (text and all), while "
+            "local, bedrock, vertex and azure raise ContentFiltered for the same answer")))
+    case.emulator.enqueue(Reply(text="partial", finish_reason="content_filter"))
+    with pytest.raises(ContentFiltered) as chat_info:
+        strict_broker.chat(model=case.model, messages=MESSAGES)
+    case.emulator.enqueue(Reply(text="partial", finish_reason="content_filter"))
+    with pytest.raises(ContentFiltered):
+        list(strict_broker.stream(model=case.model, messages=MESSAGES))
+
+    assert chat_info.value.provider == case.provider
+    assert len(case.emulator.requests) == 2  # not retried

@@ -21,6 +21,7 @@ from broker import (
     ProtocolError,
     ProviderError,
     Throttled,
+    Timeout,
     Unavailable,
 )
 from broker.reports import ReportFilters, report_rows
@@ -137,6 +138,21 @@ def test_stream_cut_after_content_is_a_protocol_error_and_is_not_retried(case: C
     assert case.emulator.reported.calls == 0  # usage never went out
     totals = ledger_totals(broker)
     assert totals["calls"] == 1 and totals["error_calls"] == 1 and totals["estimated_calls"] == 1
+
+
+def test_slow_provider_is_a_timeout(case: Case) -> None:
+    broker = case.broker(max_attempts=1, timeout_s=0.2)
+    case.emulator.delay(0.5)
+    with pytest.raises(ProviderError) as chat_info:
+        broker.chat(model=case.model, messages=MESSAGES)
+    case.emulator.delay(0.5)
+    with pytest.raises(ProviderError) as stream_info:
+        list(broker.stream(model=case.model, messages=MESSAGES))
+
+    for exc in (chat_info.value, stream_info.value):
+        assert type(exc) is Timeout and exc.provider == case.provider
+        assert_clean(exc)
+    assert len(case.emulator.requests) == 2
 
 
 # ---------------------------------------------------------------------- retries

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from broker import Broker
+from broker.reports import ReportFilters, report_rows
 from broker.testing import Reply
 
 from conftest import MESSAGES, Case, expected_cost, ledger_totals
@@ -64,3 +65,28 @@ def test_stream_honours_max_tokens(case: Case, broker: Broker) -> None:
     assert final.response.finish_reason == "length"
     assert final.usage.output_tokens == case.emulator.reported.output_tokens <= 4
     assert final.response.text == "".join(e.text for e in events[:-1])
+
+
+def test_non_ascii_deltas_join_to_the_whole_text(case: Case, broker: Broker) -> None:
+    text = "Grüße aus Köln — 你好, мир 🌍 ñandú und noch ein paar Wörter"
+    case.emulator.enqueue(Reply(text=text))
+
+    events = list(broker.stream(model=case.model, messages=MESSAGES))
+
+    assert len([e for e in events if e.text]) > 1
+    assert "".join(e.text for e in events[:-1]) == events[-1].response.text == text
+
+
+def test_abandoned_stream_is_metered_and_the_route_stays_usable(case: Case, broker: Broker) -> None:
+    events = broker.stream(model=case.model, messages=MESSAGES)
+    first = next(e for e in events if e.text)
+    events.close()  # the caller stops reading after the first delta
+
+    assert first.text
+    reply = broker.chat(model=case.model, messages=MESSAGES)
+    assert reply.text and reply.attempts == 1
+    assert len(case.emulator.requests) == 2
+    broker.meter.flush()
+    kinds = {row["error_kind"]: row["calls"]
+             for row in report_rows(broker.meter.ledger, ["error_kind"], ReportFilters())}
+    assert kinds == {"Abandoned": 1, None: 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from broker import Broker
 from broker.testing import Reply
 
-from conftest import MESSAGES, WEATHER_TOOL, Case
+from conftest import MESSAGES, WEATHER_TOOL, Case, sent_tool_names
 
 LOOKUP_TOOL = {
     "type": "function",
@@ -24,6 +24,7 @@ def test_chat_returns_the_tool_call_parsed(case: Case, broker: Broker) -> None:
     assert call.parsed_arguments() == {"city": "Paris", "unit": "celsius"}
     assert reply.message["tool_calls"][0]["function"]["name"] == "get_weather"
     assert reply.usage.output_tokens == case.emulator.reported.output_tokens > 0
+    assert sent_tool_names(case.provider, case.emulator.requests[-1].json) == ["get_weather"]
 
 
 def test_chat_returns_several_tool_calls_in_order(case: Case, broker: Broker) -> None:
