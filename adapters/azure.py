@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 
 from broker.errors import (
     AuthError,
-    ContentFiltered,
     ModelNotAvailable,
     PolicyError,
     ProtocolError,
@@ -86,15 +85,6 @@ def from_provider_response(
 ) -> ChatResponse:
     """A `ChatCompletions` (as its wire dict) -> `ChatResponse`; a filtered answer raises."""
     response = openai_shape.response_from_body(body, provider=provider, route_id=route_id)
-    if response.finish_reason == "content_filter":
-        raise ContentFiltered(
-            "the completion was blocked by Azure's content filter",
-            provider=provider,
-            route_id=route_id,
-            status=200,
-            request_id=request_id or response.provider_request_id,
-            code="content_filter",
-        )
     return replace(response, provider_request_id=request_id or response.provider_request_id)
 
 
@@ -103,15 +93,6 @@ def stream_events(
 ) -> list[StreamEvent]:
     """One `StreamingChatCompletionsUpdate` (as its wire dict) -> broker stream events."""
     events = list(openai_shape.events_from_chunk(update, provider=provider, route_id=route_id))
-    if any(e.finish_reason == "content_filter" for e in events):
-        raise ContentFiltered(
-            "the streamed completion was blocked by Azure's content filter",
-            provider=provider,
-            route_id=route_id,
-            status=200,
-            request_id=request_id,
-            code="content_filter",
-        )
     if request_id:
         events = [replace(e, provider_request_id=request_id) for e in events]
     return events

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from broker.errors import ContentFiltered, ProtocolError, ProviderError, Timeout, Unavailable
+from broker.errors import ProtocolError, ProviderError, Timeout, Unavailable
 from broker.transport import timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
@@ -81,17 +81,9 @@ class OpenAIHttpAdapter(AdapterBase):
         """The broker error for a non-2xx answer; providers with their own error body override it."""
         return error_for_status(status, body, headers, request_id=request_id, **self.error_context())
 
-    def filtered(self, refusal: str | None) -> ContentFiltered:
-        """A `finish_reason: content_filter` answer: the safety filter stopped the completion."""
-        return ContentFiltered(refusal or "blocked by the provider's safety filter", code="content_filter",
-                               **self.error_context())
-
     def chunk_events(self, chunk: Any) -> list[StreamEvent]:
         """One decoded stream chunk -> events; providers with in-stream error shapes override it."""
-        events = list(openai_shape.events_from_chunk(chunk, **self.error_context()))
-        if any(e.finish_reason == "content_filter" for e in events):
-            raise self.filtered(None)
-        return events
+        return list(openai_shape.events_from_chunk(chunk, **self.error_context()))
 
     def _raise_for_status(self, response: httpx.Response, body_bytes: bytes) -> None:
         if response.status_code < 400:
@@ -103,10 +95,7 @@ class OpenAIHttpAdapter(AdapterBase):
         raise self.status_error(response.status_code, body, response.headers, response.headers.get("x-request-id"))
 
     def _parse(self, response: httpx.Response) -> ChatResponse:
-        body = response.json()
-        result = openai_shape.response_from_body(body, **self.error_context())
-        if result.finish_reason == "content_filter":
-            raise self.filtered((body["choices"][0].get("message") or {}).get("refusal"))
+        result = openai_shape.response_from_body(response.json(), **self.error_context())
         if result.provider_request_id is None and "x-request-id" in response.headers:
             result = replace(result, provider_request_id=response.headers["x-request-id"])
         return result

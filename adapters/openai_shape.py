@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from broker.errors import ProtocolError, Unavailable
+from broker.errors import ContentFiltered, ProtocolError, Unavailable
 from broker.types import (
     ChatRequest,
     ChatResponse,
@@ -99,11 +99,27 @@ def _tool_calls(raw: Iterable[Mapping[str, Any]] | None) -> tuple[ToolCall, ...]
     return tuple(calls)
 
 
+_FILTERED = "content_filter"
+
+
+def _filtered(refusal: Any, *, provider: str, route_id: str, request_id: Any) -> ContentFiltered:
+    return ContentFiltered(
+        str(refusal) if refusal else "the provider's safety filter blocked the completion",
+        provider=provider, route_id=route_id, status=200, request_id=request_id, code=_FILTERED,
+    )
+
+
 def response_from_body(body: Any, *, provider: str, route_id: str) -> ChatResponse:
-    """A chat-completions JSON body -> `ChatResponse`; anything unreadable is a `ProtocolError`."""
+    """A chat-completions JSON body -> `ChatResponse`.
+
+    `finish_reason: content_filter` raises `ContentFiltered` (with the refusal text when the
+    provider sent one); anything unreadable is a `ProtocolError`.
+    """
     try:
         choice = body["choices"][0]
         message = choice.get("message") or {}
+        if choice.get("finish_reason") == _FILTERED:
+            raise _filtered(message.get("refusal"), provider=provider, route_id=route_id, request_id=body.get("id"))
         usage = usage_from(body.get("usage"))
         return ChatResponse(
             text=message.get("content") or "",
@@ -140,6 +156,8 @@ def events_from_chunk(chunk: Any, *, provider: str, route_id: str) -> Iterable[S
             for i, tc in enumerate(delta.get("tool_calls") or ())
         )
         finish = choice.get("finish_reason")
+        if finish == _FILTERED:
+            raise _filtered(delta.get("refusal"), provider=provider, route_id=route_id, request_id=request_id)
         if text or pieces or finish:
             yield StreamEvent(text=text, tool_calls=pieces, finish_reason=finish, provider_request_id=request_id)
     usage = usage_from(chunk.get("usage"))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conformance_cases import MESSAGES, WEATHER_TOOL, Case, assert_clean, expected_cost, ledger_totals
 
 from broker import ProtocolError, ProviderError, Throttled
 from broker.testing import Reply
-
-from conftest import MESSAGES, WEATHER_TOOL, Case, assert_clean, expected_cost, ledger_totals
 
 
 async def test_async_chat(case: Case) -> None:
@@ -20,8 +19,13 @@ async def test_async_chat(case: Case) -> None:
     assert reply.text.startswith(f"Hello from the {case.provider} emulator")
     assert reply.route.provider == case.provider
     reported = case.emulator.reported
-    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (reported.input_tokens, reported.output_tokens)
-    assert reply.cost_usd == expected_cost(case.provider, broker, reported.input_tokens, reported.output_tokens)
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (
+        reported.input_tokens,
+        reported.output_tokens,
+    )
+    assert reply.cost_usd == expected_cost(
+        case.provider, broker, reported.input_tokens, reported.output_tokens
+    )
     assert len(case.emulator.requests) == 1 and totals["calls"] == 1
 
 
@@ -35,13 +39,17 @@ async def test_async_stream(case: Case) -> None:
     assert final.is_final and final.response.text == "".join(deltas)
     assert final.response.route.provider == case.provider
     reported = case.emulator.reported
-    assert (final.usage.input_tokens, final.usage.output_tokens) == (reported.input_tokens, reported.output_tokens)
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (
+        reported.input_tokens,
+        reported.output_tokens,
+    )
     assert len(case.emulator.requests) == 1
 
 
 async def test_async_tool_calls_in_chat_and_stream(case: Case) -> None:
     case.emulator.enqueue(
-        Reply(tool_calls=[("get_weather", {"city": "Quito"})]), Reply(tool_calls=[("get_weather", {"city": "Baku"})])
+        Reply(tool_calls=[("get_weather", {"city": "Quito"})]),
+        Reply(tool_calls=[("get_weather", {"city": "Baku"})]),
     )
     async with case.async_broker() as broker:
         reply = await broker.chat(model=case.model, messages=MESSAGES, tools=[WEATHER_TOOL])
@@ -88,7 +96,10 @@ async def test_async_stream_errors_are_typed(case: Case) -> None:
 async def test_async_concurrent_calls_each_send_one_request(case: Case) -> None:
     async with case.async_broker() as broker:
         replies = await asyncio.gather(
-            *(broker.chat(model=case.model, messages=[{"role": "user", "content": f"question {i}"}]) for i in range(8))
+            *(
+                broker.chat(model=case.model, messages=[{"role": "user", "content": f"question {i}"}])
+                for i in range(8)
+            )
         )
         totals = ledger_totals(broker)
 
@@ -96,4 +107,7 @@ async def test_async_concurrent_calls_each_send_one_request(case: Case) -> None:
     assert len(case.emulator.requests) == 8 and case.emulator.reported.calls == 8
     reported = case.emulator.reported
     assert totals["calls"] == 8
-    assert (totals["input_tokens"], totals["output_tokens"]) == (reported.input_tokens, reported.output_tokens)
+    assert (totals["input_tokens"], totals["output_tokens"]) == (
+        reported.input_tokens,
+        reported.output_tokens,
+    )

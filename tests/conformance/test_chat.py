@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from broker import Broker
-from broker.testing import Reply, count_tokens
-
 import pytest
+from conformance_cases import MESSAGES, Case, expected_cost, sent_options
 
-from broker import ContentFiltered
-
-from conftest import MESSAGES, Case, expected_cost, sent_options
+from broker import Broker, ContentFiltered
+from broker.testing import Reply, count_tokens
 
 
 def test_chat_returns_text_route_and_the_usage_the_provider_reported(case: Case, broker: Broker) -> None:
@@ -25,7 +22,10 @@ def test_chat_returns_text_route_and_the_usage_the_provider_reported(case: Case,
     assert reply.route.model == case.model and reply.route.model_id == case.model_id
     reported = case.emulator.reported
     assert reported.calls == 1
-    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (reported.input_tokens, reported.output_tokens)
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (
+        reported.input_tokens,
+        reported.output_tokens,
+    )
     assert not reply.usage.estimated
     assert reply.request_id and reply.attempts == 1
     assert len(case.emulator.requests) == 1
@@ -36,7 +36,9 @@ def test_cost_is_price_times_reported_tokens_exactly(case: Case, broker: Broker)
 
     assert isinstance(reply.cost_usd, Decimal)
     reported = case.emulator.reported
-    assert reply.cost_usd == expected_cost(case.provider, broker, reported.input_tokens, reported.output_tokens)
+    assert reply.cost_usd == expected_cost(
+        case.provider, broker, reported.input_tokens, reported.output_tokens
+    )
     assert reply.cost_usd > 0
 
 
@@ -61,7 +63,12 @@ def test_system_prompt_and_history_all_reach_the_provider(case: Case, broker: Br
 
     assert reply.text.endswith("You said: Second question about sockets")
     # the emulators count the tokens of every message they received, plus three per message
-    texts = ["You are terse.", "First question about ports", "First answer about ports.", "Second question about sockets"]
+    texts = [
+        "You are terse.",
+        "First question about ports",
+        "First answer about ports.",
+        "Second question about sockets",
+    ]
     assert reply.usage.input_tokens == case.emulator.reported.input_tokens
     assert reply.usage.input_tokens == sum(count_tokens(t) for t in texts) + 3 * len(texts)
 
@@ -83,14 +90,21 @@ def test_sampling_options_reach_the_provider(case: Case, broker: Broker) -> None
     broker.chat(model=case.model, messages=MESSAGES, max_tokens=50, temperature=0.3, top_p=0.9, stop=["END"])
 
     body = case.emulator.requests[-1].json
-    assert sent_options(case.provider, body) == {"max_tokens": 50, "temperature": 0.3, "top_p": 0.9, "stop": ["END"]}
+    assert sent_options(case.provider, body) == {
+        "max_tokens": 50,
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "stop": ["END"],
+    }
 
 
 def test_non_ascii_text_round_trips(case: Case, broker: Broker) -> None:
     text = "Grüße aus Köln — 你好, мир 🌍 ñandú"
     case.emulator.enqueue(Reply(text=text))
 
-    assert broker.chat(model=case.model, messages=[{"role": "user", "content": "Übersetze: 你好"}]).text == text
+    assert (
+        broker.chat(model=case.model, messages=[{"role": "user", "content": "Übersetze: 你好"}]).text == text
+    )
     assert "Übersetze: 你好" in json.dumps(case.emulator.requests[-1].json, ensure_ascii=False)
 
 
@@ -103,11 +117,7 @@ def test_provider_request_id_is_kept(case: Case, broker: Broker) -> None:
     assert reply.request_id != final.response.request_id
 
 
-def test_content_filter_finish_is_a_typed_error(case: Case, strict_broker: Broker, request: pytest.FixtureRequest) -> None:
-    if case.provider == "groq":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "adapters/groq.py returns finish_reason 'content_filter' as a normal reply (text and all), while "
-            "local, bedrock, vertex and azure raise ContentFiltered for the same answer")))
+def test_content_filter_finish_is_a_typed_error(case: Case, strict_broker: Broker) -> None:
     case.emulator.enqueue(Reply(text="partial", finish_reason="content_filter"))
     with pytest.raises(ContentFiltered) as chat_info:
         strict_broker.chat(model=case.model, messages=MESSAGES)

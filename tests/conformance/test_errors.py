@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from conformance_cases import MESSAGES, Case, assert_clean, ledger_totals
 
 from broker import (
     AuthError,
@@ -26,8 +27,6 @@ from broker import (
 )
 from broker.reports import ReportFilters, report_rows
 
-from conftest import MESSAGES, Case, assert_clean, ledger_totals
-
 
 @dataclass(frozen=True)
 class Fault:
@@ -39,7 +38,9 @@ class Fault:
 FAULTS = {
     "429": Fault(lambda c: c.emulator.fail(429, retry_after=1.5, message="slow down"), Throttled, 429),
     "503": Fault(lambda c: c.emulator.fail(503, message="overloaded"), Unavailable, 503),
-    "400": Fault(lambda c: c.emulator.fail(400, message="temperature must be at most 1"), InvalidRequest, 400),
+    "400": Fault(
+        lambda c: c.emulator.fail(400, message="temperature must be at most 1"), InvalidRequest, 400
+    ),
     "401": Fault(lambda c: c.emulator.fail(401, message="bad credentials"), AuthError, 401),
     "404-unknown-model": Fault(lambda c: c.serve_only("some-other-model"), ModelNotAvailable, 404),
 }
@@ -49,13 +50,18 @@ FINAL = ("400", "401", "404-unknown-model")
 
 def _ledger_kinds(broker: Broker) -> dict[str | None, int]:
     broker.meter.flush()
-    return {row["error_kind"]: row["calls"] for row in report_rows(broker.meter.ledger, ["error_kind"], ReportFilters())}
+    return {
+        row["error_kind"]: row["calls"]
+        for row in report_rows(broker.meter.ledger, ["error_kind"], ReportFilters())
+    }
 
 
 def _check_error(case: Case, exc: ProviderError, fault: Fault) -> None:
     assert type(exc) is fault.error
     assert exc.provider == case.provider and exc.route_id == f"{case.provider}-conformance"
     assert exc.status == fault.status
+    if fault.error is Throttled:
+        assert exc.retry_after == pytest.approx(1.5)
     assert_clean(exc)
 
 
@@ -171,11 +177,16 @@ def test_retryable_chat_fault_is_retried_and_the_call_succeeds(case: Case, broke
     assert _ledger_kinds(broker) == {FAULTS[name].error.__name__: 1, None: 1}
     totals = ledger_totals(broker)
     reported = case.emulator.reported
-    assert (totals["input_tokens"], totals["output_tokens"]) == (reported.input_tokens, reported.output_tokens)
+    assert (totals["input_tokens"], totals["output_tokens"]) == (
+        reported.input_tokens,
+        reported.output_tokens,
+    )
 
 
 @pytest.mark.parametrize("name", RETRYABLE)
-def test_retryable_stream_fault_before_the_first_token_is_retried(case: Case, broker: Broker, name: str) -> None:
+def test_retryable_stream_fault_before_the_first_token_is_retried(
+    case: Case, broker: Broker, name: str
+) -> None:
     FAULTS[name].inject(case)
 
     final = list(broker.stream(model=case.model, messages=MESSAGES))[-1]

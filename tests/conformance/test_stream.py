@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from conformance_cases import MESSAGES, Case, expected_cost, ledger_totals
+
 from broker import Broker
 from broker.reports import ReportFilters, report_rows
 from broker.testing import Reply
-
-from conftest import MESSAGES, Case, expected_cost, ledger_totals
 
 
 def test_stream_yields_deltas_then_a_final_event_with_reported_usage(case: Case, broker: Broker) -> None:
@@ -20,7 +20,10 @@ def test_stream_yields_deltas_then_a_final_event_with_reported_usage(case: Case,
     assert final.is_final and sum(e.is_final for e in events) == 1
     reported = case.emulator.reported
     assert reported.calls == 1
-    assert (final.usage.input_tokens, final.usage.output_tokens) == (reported.input_tokens, reported.output_tokens)
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (
+        reported.input_tokens,
+        reported.output_tokens,
+    )
     assert not final.usage.estimated
     response = final.response
     assert response.text == "".join(deltas)
@@ -39,7 +42,9 @@ def test_only_the_final_event_carries_usage(case: Case, broker: Broker) -> None:
 
 
 def test_streamed_cost_is_price_times_reported_tokens(case: Case, broker: Broker) -> None:
-    case.emulator.enqueue(Reply(text="one two three four five six seven", input_tokens=777_777, output_tokens=55_555))
+    case.emulator.enqueue(
+        Reply(text="one two three four five six seven", input_tokens=777_777, output_tokens=55_555)
+    )
 
     final = list(broker.stream(model=case.model, messages=MESSAGES))[-1]
 
@@ -55,7 +60,10 @@ def test_stream_measures_time_to_first_token_and_meters_one_event(case: Case, br
     assert final.response.attempts == 1 and final.response.request_id
     totals = ledger_totals(broker)
     assert totals["calls"] == 1 and totals["error_calls"] == 0
-    assert (totals["input_tokens"], totals["output_tokens"]) == (final.usage.input_tokens, final.usage.output_tokens)
+    assert (totals["input_tokens"], totals["output_tokens"]) == (
+        final.usage.input_tokens,
+        final.usage.output_tokens,
+    )
 
 
 def test_stream_honours_max_tokens(case: Case, broker: Broker) -> None:
@@ -87,6 +95,8 @@ def test_abandoned_stream_is_metered_and_the_route_stays_usable(case: Case, brok
     assert reply.text and reply.attempts == 1
     assert len(case.emulator.requests) == 2
     broker.meter.flush()
-    kinds = {row["error_kind"]: row["calls"]
-             for row in report_rows(broker.meter.ledger, ["error_kind"], ReportFilters())}
+    kinds = {
+        row["error_kind"]: row["calls"]
+        for row in report_rows(broker.meter.ledger, ["error_kind"], ReportFilters())
+    }
     assert kinds == {"Abandoned": 1, None: 1}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from conformance_cases import MESSAGES, WEATHER_TOOL, Case, sent_tool_names
+
 from broker import Broker
 from broker.testing import Reply
-
-from conftest import MESSAGES, WEATHER_TOOL, Case, sent_tool_names
 
 LOOKUP_TOOL = {
     "type": "function",
@@ -54,7 +54,9 @@ def test_stream_assembles_the_tool_call(case: Case, broker: Broker) -> None:
 def test_stream_assembles_several_tool_calls(case: Case, broker: Broker) -> None:
     case.emulator.enqueue(Reply(tool_calls=[("get_weather", {"city": "Oslo"}), ("lookup", {"q": "fjords"})]))
 
-    final = list(broker.stream(model=case.model, messages=MESSAGES, tools=[WEATHER_TOOL, LOOKUP_TOOL]))[-1].response
+    final = list(broker.stream(model=case.model, messages=MESSAGES, tools=[WEATHER_TOOL, LOOKUP_TOOL]))[
+        -1
+    ].response
 
     assert [(c.name, c.parsed_arguments()) for c in final.tool_calls] == [
         ("get_weather", {"city": "Oslo"}),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+from conformance_cases import MESSAGES, WEATHER_TOOL, Case, expected_cost, ledger_totals
+
 from broker import Broker, Throttled
 from broker.reports import ReportFilters, report_rows
 from broker.testing import EmulatorSuite, Reply
-
-from conftest import MESSAGES, WEATHER_TOOL, Case, expected_cost, ledger_totals
 
 
 def _mixed_traffic(case: Case, broker: Broker) -> int:
@@ -24,7 +25,9 @@ def _mixed_traffic(case: Case, broker: Broker) -> int:
     return 6
 
 
-def test_ledger_tokens_equal_what_the_emulators_reported(case: Case, broker: Broker, suite: EmulatorSuite) -> None:
+def test_ledger_tokens_equal_what_the_emulators_reported(
+    case: Case, broker: Broker, suite: EmulatorSuite
+) -> None:
     attempts = _mixed_traffic(case, broker)
 
     totals = ledger_totals(broker)
@@ -33,7 +36,10 @@ def test_ledger_tokens_equal_what_the_emulators_reported(case: Case, broker: Bro
     assert case.emulator.reported.calls == attempts - 1
     assert (totals["input_tokens"], totals["output_tokens"]) == suite.reported_tokens()
     reported = case.emulator.reported
-    assert (totals["input_tokens"], totals["output_tokens"]) == (reported.input_tokens, reported.output_tokens)
+    assert (totals["input_tokens"], totals["output_tokens"]) == (
+        reported.input_tokens,
+        reported.output_tokens,
+    )
 
 
 def test_ledger_cost_is_price_times_reported_tokens_exactly(case: Case, broker: Broker) -> None:
@@ -42,7 +48,9 @@ def test_ledger_cost_is_price_times_reported_tokens_exactly(case: Case, broker: 
     totals = ledger_totals(broker)
     reported = case.emulator.reported
     assert isinstance(totals["cost_usd"], Decimal)
-    assert totals["cost_usd"] == expected_cost(case.provider, broker, reported.input_tokens, reported.output_tokens)
+    assert totals["cost_usd"] == expected_cost(
+        case.provider, broker, reported.input_tokens, reported.output_tokens
+    )
     assert totals["unknown_cost_calls"] == 0
 
 
@@ -52,14 +60,27 @@ def test_ledger_rows_name_the_provider_model_and_region(case: Case, broker: Brok
     broker.meter.flush()
     (row,) = report_rows(
         broker.meter.ledger,
-        ["tenant", "provider", "model", "model_id", "region", "jurisdiction", "route_id", "status", "tag:app"],
+        [
+            "tenant",
+            "provider",
+            "model",
+            "model_id",
+            "region",
+            "jurisdiction",
+            "route_id",
+            "status",
+            "tag:app",
+        ],
         ReportFilters(provider=case.provider),
     )
     assert row["tenant"] == "default" and row["provider"] == case.provider
     assert row["model"] == case.model and row["model_id"] == case.model_id
     assert row["region"] == reply.route.region and row["jurisdiction"] == reply.route.jurisdiction
     assert row["route_id"] == reply.route.id and row["status"] == "ok" and row["tag:app"] == "conformance"
-    assert (row["input_tokens"], row["output_tokens"]) == (reply.usage.input_tokens, reply.usage.output_tokens)
+    assert (row["input_tokens"], row["output_tokens"]) == (
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+    )
     assert row["cost_usd"] == reply.cost_usd
 
 
@@ -67,12 +88,8 @@ def test_failed_attempts_are_metered_with_zero_tokens_and_their_kind(case: Case)
     broker = case.broker(max_attempts=2)
     case.emulator.fail(429, times=2, retry_after=0.1)
 
-    try:
+    with pytest.raises(Throttled):
         broker.chat(model=case.model, messages=MESSAGES)
-    except Throttled:
-        pass
-    else:  # pragma: no cover - the assertion below explains
-        raise AssertionError("two throttles with two attempts must raise Throttled")
 
     broker.meter.flush()
     (row,) = report_rows(broker.meter.ledger, ["status", "error_kind"], ReportFilters())
