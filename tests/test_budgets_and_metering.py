@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from helpers import local_route
+from ledger_fixtures import *  # noqa: F403  (ledger_url: an empty ledger on SQLite, then on PostgreSQL)
 
-from broker import Broker, BudgetExceeded
+from broker import Broker, BudgetExceeded, ProtocolError
 from broker.metering import UsageEvent, new_event_id, open_ledger
 from broker.reports import ReportFilters, report_rows
 from broker.testing import OpenAICompatEmulator
@@ -37,20 +38,20 @@ def spend_event(tenant: str, cost: str, when: dt.datetime = NOW) -> UsageEvent:
     )
 
 
-def budget_policy(emu: OpenAICompatEmulator, tmp: Path, budget: dict[str, Any], **routes: Any) -> dict[str, Any]:
+def budget_policy(emu: OpenAICompatEmulator, ledger_url: str, budget: dict[str, Any]) -> dict[str, Any]:
     big = local_route(emu, "big", model="llama-3.3-70b", model_id="big",
                       price={"input_per_mtok": "1", "output_per_mtok": "1"})
     small = local_route(emu, "small", price={"input_per_mtok": "0.1", "output_per_mtok": "0.1"})
     return {
         "version": 1,
-        "ledger": f"sqlite:///{tmp / 'usage.db'}",
+        "ledger": ledger_url,
         "routes": [big, small],
         "tenants": {"acme": {"objective": "cost", "residency": ["on-prem"], "budget": budget}},
     }
 
 
-def test_blocked_tenant_is_refused_before_any_provider_is_called(tmp_path: Path, local_emulator: OpenAICompatEmulator) -> None:
-    policy = budget_policy(local_emulator, tmp_path, {"monthly_usd": 5, "on_exceed": "block"})
+def test_blocked_tenant_is_refused_before_any_provider_is_called(ledger_url: str, local_emulator: OpenAICompatEmulator) -> None:
+    policy = budget_policy(local_emulator, ledger_url, {"monthly_usd": 5, "on_exceed": "block"})
     ledger = open_ledger(policy["ledger"])
     ledger.write([spend_event("acme", "5.00")])
     ledger.close()
@@ -61,8 +62,8 @@ def test_blocked_tenant_is_refused_before_any_provider_is_called(tmp_path: Path,
     assert local_emulator.requests == []
 
 
-def test_last_months_spend_does_not_count(tmp_path: Path, local_emulator: OpenAICompatEmulator) -> None:
-    policy = budget_policy(local_emulator, tmp_path, {"monthly_usd": 5, "on_exceed": "block"})
+def test_last_months_spend_does_not_count(ledger_url: str, local_emulator: OpenAICompatEmulator) -> None:
+    policy = budget_policy(local_emulator, ledger_url, {"monthly_usd": 5, "on_exceed": "block"})
     ledger = open_ledger(policy["ledger"])
     ledger.write([spend_event("acme", "50.00", when=NOW - dt.timedelta(days=40))])
     ledger.close()
@@ -70,9 +71,9 @@ def test_last_months_spend_does_not_count(tmp_path: Path, local_emulator: OpenAI
         assert broker.chat(model="llama-3.3-70b", messages=MSG, tenant="acme").route.id == "big"
 
 
-def test_running_total_blocks_without_a_query_per_call(tmp_path: Path, local_emulator: OpenAICompatEmulator) -> None:
+def test_running_total_blocks_without_a_query_per_call(ledger_url: str, local_emulator: OpenAICompatEmulator) -> None:
     # each call costs about 3e-5 USD; a budget of 1e-4 allows a few calls, then blocks
-    policy = budget_policy(local_emulator, tmp_path, {"monthly_usd": "0.0001", "on_exceed": "block"})
+    policy = budget_policy(local_emulator, ledger_url, {"monthly_usd": "0.0001", "on_exceed": "block"})
     with Broker.from_policy(policy, now=lambda: NOW) as broker:
         made = 0
         with pytest.raises(BudgetExceeded):
@@ -84,8 +85,8 @@ def test_running_total_blocks_without_a_query_per_call(tmp_path: Path, local_emu
     assert spent >= Decimal("0.0001") - Decimal("0.00004")
 
 
-def test_downgrade_moves_the_tenant_to_its_cheaper_model(tmp_path: Path, local_emulator: OpenAICompatEmulator) -> None:
-    policy = budget_policy(local_emulator, tmp_path,
+def test_downgrade_moves_the_tenant_to_its_cheaper_model(ledger_url: str, local_emulator: OpenAICompatEmulator) -> None:
+    policy = budget_policy(local_emulator, ledger_url,
                            {"monthly_usd": 5, "on_exceed": "downgrade", "downgrade_to": "llama-3.1-8b"})
     ledger = open_ledger(policy["ledger"])
     ledger.write([spend_event("acme", "6.00")])
@@ -95,9 +96,9 @@ def test_downgrade_moves_the_tenant_to_its_cheaper_model(tmp_path: Path, local_e
     assert reply.route.id == "small" and reply.decision.downgraded_from == "llama-3.3-70b"
 
 
-def test_alert_lets_the_call_through_and_warns(tmp_path: Path, local_emulator: OpenAICompatEmulator,
+def test_alert_lets_the_call_through_and_warns(ledger_url: str, local_emulator: OpenAICompatEmulator,
                                                caplog: pytest.LogCaptureFixture) -> None:
-    policy = budget_policy(local_emulator, tmp_path, {"monthly_usd": 5, "on_exceed": "alert"})
+    policy = budget_policy(local_emulator, ledger_url, {"monthly_usd": 5, "on_exceed": "alert"})
     ledger = open_ledger(policy["ledger"])
     ledger.write([spend_event("acme", "7.50")])
     ledger.close()
@@ -109,12 +110,12 @@ def test_alert_lets_the_call_through_and_warns(tmp_path: Path, local_emulator: O
 
 
 def test_ledger_totals_equal_emulator_reports_across_retries_and_failover(
-    tmp_path: Path, pair: tuple[OpenAICompatEmulator, OpenAICompatEmulator]
+    ledger_url: str, pair: tuple[OpenAICompatEmulator, OpenAICompatEmulator]
 ) -> None:
     cheap, dear = pair
     policy = {
         "version": 1,
-        "ledger": f"sqlite:///{tmp_path / 'usage.db'}",
+        "ledger": ledger_url,
         "routes": [
             local_route(cheap, "cheap", price={"input_per_mtok": "0.2", "output_per_mtok": "0.4"}),
             local_route(dear, "dear", price={"input_per_mtok": "0.9", "output_per_mtok": "1.1"}),
@@ -150,16 +151,16 @@ def test_ledger_totals_equal_emulator_reports_across_retries_and_failover(
         ledger.close()
 
 
-def test_cut_stream_meters_an_estimate_flagged_as_such(tmp_path: Path, local_emulator: OpenAICompatEmulator) -> None:
+def test_cut_stream_meters_an_estimate_flagged_as_such(ledger_url: str, local_emulator: OpenAICompatEmulator) -> None:
     policy = {
         "version": 1,
-        "ledger": f"sqlite:///{tmp_path / 'usage.db'}",
+        "ledger": ledger_url,
         "routes": [local_route(local_emulator, "a", price={"input_per_mtok": "1", "output_per_mtok": "1"})],
         "tenants": {"default": {"objective": "cost", "residency": ["on-prem"]}},
     }
     with Broker.from_policy(policy, sleep=lambda s: None) as broker:
         local_emulator.cut_stream(after=3)
-        with pytest.raises(Exception):
+        with pytest.raises(ProtocolError):
             list(broker.stream(model="llama-3.1-8b", messages=MSG))
     ledger = open_ledger(policy["ledger"])
     try:
