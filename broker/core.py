@@ -136,7 +136,7 @@ class BrokerCore:
     ) -> tuple[Decision, ChatRequest, CallMeta]:
         request = self.request(model, messages, params)
         decision = self.router.decide(request, tenant, stream=stream)
-        tenant_policy = self.policy.tenant(tenant)
+        tenant_policy = decision.tenant_policy
         meta = CallMeta(
             request_id=uuid.uuid4().hex,
             tenant=decision.tenant,

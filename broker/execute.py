@@ -174,6 +174,8 @@ class Executor:
         exc.provider = exc.provider or attempt.route.provider
         if exc.retryable or isinstance(exc, (AuthError, ModelNotAvailable)):
             self.circuits.failure(attempt.route.id)
+        else:  # the provider answered (it refused this request): the route itself is healthy
+            self.circuits.success(attempt.route.id)
         # a failed attempt that streamed content was billed for it: meter an estimate, flagged
         usage = acc.estimated_usage(request) if acc is not None and acc.delivered else Usage()
         self.meter.record(self._event(attempt, meta, request, usage, error=exc))
@@ -181,6 +183,7 @@ class Executor:
     def _abandoned(self, attempt: _Attempt, meta: CallMeta, request: ChatRequest, acc: StreamAccumulator) -> None:
         """The caller stopped reading a stream: meter what it received so far, flagged estimated."""
         usage = acc.usage or (acc.estimated_usage(request) if acc.delivered else Usage())
+        self.circuits.success(attempt.route.id)
         event = self._event(attempt, meta, request, usage, error=None)
         self.meter.record(replace(event, status="error", error_kind="Abandoned"))
 

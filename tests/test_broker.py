@@ -252,3 +252,23 @@ def test_route_explain_lists_every_candidate(tmp_path: Path, two: tuple[OpenAICo
     with make(policy) as broker:
         text = broker.route(model="llama-3.1-8b", messages=MSG).explain()
     assert "#1 eu-box" in text and "us-box" in text and "removed by residency" in text
+
+
+def test_a_half_open_probe_refused_for_its_request_still_closes_the_circuit(
+    tmp_path: Path, two: tuple[OpenAICompatEmulator, OpenAICompatEmulator]
+) -> None:
+    a, b = two
+    now = [0.0]
+    policy = policy_dict([priced(a, "a", 0.1), priced(b, "b", 0.9)], tmp=tmp_path,
+                         circuit={"failure_threshold": 2, "window_s": 60, "cooldown_s": 10},
+                         retry={"max_attempts_per_route": 1})
+    with make(policy, clock=lambda: now[0]) as broker:
+        a.fail(503, times=2)
+        broker.chat(model="llama-3.1-8b", messages=MSG)
+        broker.chat(model="llama-3.1-8b", messages=MSG)
+        assert "a" in broker.route(model="llama-3.1-8b", messages=MSG).removed
+        now[0] += 11
+        a.fail(400, message="bad request")  # the probe reaches a and is refused for the request itself
+        with pytest.raises(InvalidRequest):
+            broker.chat(model="llama-3.1-8b", messages=MSG)
+        assert broker.chat(model="llama-3.1-8b", messages=MSG).route.id == "a"  # not stuck half-open

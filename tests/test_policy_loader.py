@@ -493,3 +493,31 @@ def test_a_later_files_catalog_deployment_wins(tmp_path: Path) -> None:
     child = write(tmp_path, "extends: base.yaml\n" + row % ("team-id", "0.2"), "team.yaml")
     route = load_policy(child, env={}).routes[0]
     assert route.model_id == "team-id" and route.price is not None and route.price.input_per_mtok == Decimal("0.2")
+
+
+def test_names_are_checked_even_in_a_route_with_other_errors(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(
+        "version: 1\n"
+        "routes:\n"
+        "  - id: a\n"
+        "    provider: bedrokc\n"
+        "    model: llama-3.3-70b\n"
+        "    price: {input_per_mtok: -1, output_per_mtok: 1}\n"
+        "  - id: b\n"
+        "    provider: bedrock\n"
+        "    model: llama-3.3-70b\n"
+        "    region: eu-moon-1\n"
+        "    timeout_s: fast\n"
+        "tenants:\n"
+        "  default: {residency: [eu]}\n"
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    lines = {(i.line, i.message.split(":")[0]) for i in info.value.issues}
+    messages = "\n".join(str(i) for i in info.value.issues)
+    assert f"{path}:4: route 'a': unknown provider 'bedrokc'" in messages
+    assert f"{path}:6:" in messages  # the negative price
+    assert f"{path}:10: route 'b': unknown region 'eu-moon-1'" in messages
+    assert f"{path}:11:" in messages  # the wrong type
+    assert len(lines) == 4

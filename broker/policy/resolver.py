@@ -82,6 +82,20 @@ def _provider_check() -> Callable[[str], bool]:
 # --------------------------------------------------------------------------- routes
 
 
+def _check_names(ctx: _Context, item: Any, loc: tuple[Any, ...], catalog: Catalog, known: Callable[[str], bool]) -> None:
+    """Provider and region checks on a route whose other fields failed validation."""
+    if not isinstance(item, dict):
+        return
+    name = f"route {item.get('id')!r}"
+    provider, region = item.get("provider"), item.get("region")
+    if isinstance(provider, str) and not known(provider):
+        ctx.add(ctx.at(*loc, "provider"), f"{name}: unknown provider {provider!r} (no built-in or entry-point adapter)")
+    elif isinstance(provider, str) and isinstance(region, str) and item.get("jurisdiction") is None:
+        if catalog.jurisdictions.of_region(provider, region) is None:
+            ctx.add(ctx.at(*loc, "region"), f"{name}: unknown region {region!r} for {provider}; "
+                                            "give jurisdiction: explicitly if the region is right")
+
+
 def _routes(ctx: _Context, doc: PolicyDoc, catalog: Catalog, known: Callable[[str], bool]) -> list[Route]:
     out: list[Route] = []
     seen: dict[str, int] = {}
@@ -90,6 +104,7 @@ def _routes(ctx: _Context, doc: PolicyDoc, catalog: Catalog, known: Callable[[st
             continue
         spec = ctx.validate(RouteSpec, item, "routes", i)
         if spec is None:
+            _check_names(ctx, item, ("routes", i), catalog, known)  # report these too, all at once
             continue
         if spec.id in seen:
             ctx.add(ctx.at("routes", i, "id"), f"duplicate route id {spec.id!r} (first on line {ctx.at('routes', seen[spec.id])[1]})")
