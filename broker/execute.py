@@ -27,6 +27,7 @@ from .errors import AuthError, ModelNotAvailable, NoEligibleRoute, ProviderError
 from .health import CircuitBoard, LatencyTracker
 from .metering.events import UsageEvent
 from .policy.decision import Decision
+from .policy.schema import RetrySettings
 from .retry import RetryBudget, WaitForHint
 from .routes import Route
 from .streaming import StreamAccumulator
@@ -72,7 +73,7 @@ class Executor:
         latency: LatencyTracker,
         circuits: CircuitBoard,
         meter: _Meter,
-        retry: Any,
+        retry: RetrySettings,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Any] = asyncio.sleep,
@@ -82,9 +83,9 @@ class Executor:
         self.latency = latency
         self.circuits = circuits
         self.meter = meter
-        self.max_attempts = int(retry.max_attempts_per_route)
-        self.wait = WaitForHint(float(retry.base_delay_s), float(retry.max_delay_s))
-        self.budget = RetryBudget(ratio=float(retry.budget_ratio), capacity=float(getattr(retry, "budget_capacity", 10.0)))
+        self.max_attempts = retry.max_attempts_per_route
+        self.wait = WaitForHint(retry.base_delay_s, retry.max_delay_s)
+        self.budget = RetryBudget(ratio=retry.budget_ratio, capacity=retry.budget_capacity)
         self.clock, self.sleep, self.asleep, self.wall = clock, sleep, asleep, wall
 
     # ------------------------------------------------------------------ shared bookkeeping

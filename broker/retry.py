@@ -13,24 +13,10 @@ and with the bucket empty the executor fails over instead of retrying.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from .errors import ProviderError
-
-__all__ = ["RetryBudget", "RetrySettingsLike", "WaitForHint", "is_transient"]
-
-
-@dataclass(frozen=True)
-class RetrySettingsLike:
-    """Defaults used when a policy gives no `retry:` section."""
-
-    max_attempts_per_route: int = 3
-    base_delay_s: float = 0.25
-    max_delay_s: float = 8.0
-    budget_ratio: float = 0.2
-    budget_capacity: float = 10.0
+__all__ = ["RetryBudget", "WaitForHint"]
 
 
 class WaitForHint:
@@ -78,6 +64,3 @@ class RetryBudget:
         with self._lock:
             return self._tokens.get(route_id, self.capacity)
 
-
-def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and exc.retryable

@@ -101,14 +101,16 @@ class MeteringSettings(_Strict):
 class RetrySettings(_Strict):
     """Retries of transient errors on one route, and the retry budget shared by all calls.
 
-    `budget_ratio` is the number of retries allowed per successful call (a token bucket in the
-    style of the AWS SDK retry quota), so a provider outage cannot multiply the load on it.
+    The retry budget is a token bucket per route in the style of the AWS SDK retry quota: it
+    holds at most `budget_capacity` retries, each retry spends one, each successful call earns
+    back `budget_ratio`, so a provider outage cannot multiply the load on it.
     """
 
     max_attempts_per_route: int = Field(default=3, ge=1)
     base_delay_s: float = Field(default=0.25, ge=0)
     max_delay_s: float = Field(default=8.0, ge=0)
     budget_ratio: float = Field(default=0.2, ge=0)
+    budget_capacity: float = Field(default=10.0, ge=0)
 
 
 class CircuitSettings(_Strict):
