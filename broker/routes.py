@@ -23,7 +23,7 @@ __all__ = ["Capabilities", "Lifecycle", "Price", "Route"]
 class Price(BaseModel):
     """USD per million tokens, with where the figure came from and when."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     input_per_mtok: Decimal = Field(ge=0)
     output_per_mtok: Decimal = Field(ge=0)
@@ -52,7 +52,7 @@ class Price(BaseModel):
 class Capabilities(BaseModel):
     """What a route can do, declared as data and read by the capability filter."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     streaming: bool = True
     tools: bool = True
@@ -65,7 +65,7 @@ class Capabilities(BaseModel):
 class Lifecycle(BaseModel):
     """GA, deprecated (with the date it goes) or retired (with the date it went)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     status: Literal["ga", "preview", "deprecated", "retired"] = "ga"
     retires_on: dt.date | None = None
@@ -81,7 +81,7 @@ class Lifecycle(BaseModel):
 class Route(BaseModel):
     """One deployment a call may go to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str
     provider: str

@@ -35,7 +35,7 @@ __all__ = [
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class TextPart(_Lenient):
@@ -116,7 +116,7 @@ class Tool(_Lenient):
 class ChatRequest(BaseModel):
     """A provider-neutral chat request.  Unknown parameters are refused, not dropped."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     model: str
     messages: list[Message] = Field(min_length=1)
