@@ -37,6 +37,8 @@ __all__ = ["CallMeta", "Executor"]
 
 
 class _Meter(Protocol):
+    durable: bool
+
     def record(self, event: UsageEvent) -> None: ...
 
 
@@ -170,7 +172,8 @@ class Executor:
         )
 
     def _failed(self, attempt: _Attempt, meta: CallMeta, request: ChatRequest, exc: ProviderError,
-                acc: StreamAccumulator | None = None) -> None:
+                acc: StreamAccumulator | None = None) -> UsageEvent:
+        """Bookkeeping of a failed attempt; returns the event to meter."""
         exc.route_id = exc.route_id or attempt.route.id
         exc.provider = exc.provider or attempt.route.provider
         if exc.retryable or isinstance(exc, (AuthError, ModelNotAvailable)):
@@ -179,7 +182,7 @@ class Executor:
             self.circuits.success(attempt.route.id)
         # a failed attempt that streamed content was billed for it: meter an estimate, flagged
         usage = acc.estimated_usage(request) if acc is not None and acc.delivered else Usage()
-        self.meter.record(self._event(attempt, meta, request, usage, error=exc))
+        return self._event(attempt, meta, request, usage, error=exc)
 
     def _abandoned(self, attempt: _Attempt, meta: CallMeta, request: ChatRequest, acc: StreamAccumulator) -> None:
         """The caller stopped reading a stream: meter what it received so far, flagged estimated."""
@@ -189,7 +192,8 @@ class Executor:
         self.meter.record(replace(event, status="error", error_kind="Abandoned"))
 
     def _succeeded(self, attempt: _Attempt, meta: CallMeta, request: ChatRequest, response: ChatResponse,
-                   decision: Decision) -> ChatResponse:
+                   decision: Decision) -> tuple[ChatResponse, UsageEvent]:
+        """Bookkeeping of a successful attempt; returns the finished response and the event to meter."""
         route = attempt.route
         total_ms = (self.clock() - attempt.started) * 1000
         ttft_ms = (attempt.first_token_at - attempt.started) * 1000 if attempt.first_token_at else None
@@ -200,7 +204,6 @@ class Executor:
         self.budget.deposit(route.id)
         self.latency.observe(route, total_ms=total_ms, output_tokens=response.usage.output_tokens, ttft_ms=ttft_ms)
         event = self._event(attempt, meta, request, response.usage, error=None, completion=response.text)
-        self.meter.record(event)
         return replace(
             response,
             cost_usd=event.cost_usd,
@@ -210,7 +213,14 @@ class Executor:
             attempts=attempt.number,
             latency_ms=total_ms,
             ttft_ms=ttft_ms,
-        )
+        ), event
+
+    async def _arecord(self, event: UsageEvent) -> None:
+        """Meter from async code: a durable commit runs off the event loop's thread."""
+        if self.meter.durable:
+            await asyncio.to_thread(self.meter.record, event)
+        else:
+            self.meter.record(event)
 
     @staticmethod
     def _give_up(decision: Decision, last: ProviderError | None) -> ProviderError | NoEligibleRoute:
@@ -237,9 +247,11 @@ class Executor:
                         try:
                             response = adapter.chat(request)
                         except ProviderError as exc:
-                            self._failed(attempt, meta, request, exc)
+                            self.meter.record(self._failed(attempt, meta, request, exc))
                             raise
-                        return self._succeeded(attempt, meta, request, response, decision)
+                        response, event = self._succeeded(attempt, meta, request, response, decision)
+                        self.meter.record(event)
+                        return response
             except ProviderError as exc:
                 if not exc.failover:
                     raise
@@ -269,12 +281,13 @@ class Executor:
                                     if event.text or event.tool_calls or event.finish_reason:
                                         yield _content_only(event)
                         except ProviderError as exc:
-                            self._failed(attempt, meta, request, exc, acc)
+                            self.meter.record(self._failed(attempt, meta, request, exc, acc))
                             raise
                         except GeneratorExit:
                             self._abandoned(attempt, meta, request, acc)
                             raise
-                        final = self._succeeded(attempt, meta, request, acc.response(request), decision)
+                        final, event = self._succeeded(attempt, meta, request, acc.response(request), decision)
+                        self.meter.record(event)
                         yield StreamEvent(usage=final.usage, response=final, provider_request_id=final.provider_request_id)
                         return
             except ProviderError as exc:
@@ -300,9 +313,11 @@ class Executor:
                         try:
                             response = await adapter.achat(request)
                         except ProviderError as exc:
-                            self._failed(attempt, meta, request, exc)
+                            await self._arecord(self._failed(attempt, meta, request, exc))
                             raise
-                        return self._succeeded(attempt, meta, request, response, decision)
+                        response, event = self._succeeded(attempt, meta, request, response, decision)
+                        await self._arecord(event)
+                        return response
             except ProviderError as exc:
                 if not exc.failover:
                     raise
@@ -332,12 +347,13 @@ class Executor:
                                     if event.text or event.tool_calls or event.finish_reason:
                                         yield _content_only(event)
                         except ProviderError as exc:
-                            self._failed(attempt, meta, request, exc, acc)
+                            await self._arecord(self._failed(attempt, meta, request, exc, acc))
                             raise
                         except (GeneratorExit, asyncio.CancelledError):
-                            self._abandoned(attempt, meta, request, acc)
+                            self._abandoned(attempt, meta, request, acc)  # no awaiting while closing
                             raise
-                        final = self._succeeded(attempt, meta, request, acc.response(request), decision)
+                        final, event = self._succeeded(attempt, meta, request, acc.response(request), decision)
+                        await self._arecord(event)
                         yield StreamEvent(usage=final.usage, response=final, provider_request_id=final.provider_request_id)
                         return
             except ProviderError as exc:

@@ -185,3 +185,39 @@ def test_prompts_stay_out_of_the_ledger_unless_the_policy_opts_in(tmp_path: Path
             broker.chat(model="llama-3.1-8b", messages=[{"role": "user", "content": secret}])
         dump = "\n".join(sqlite3.connect(tmp_path / name).iterdump())
         assert (secret in dump) is opt_in
+
+
+class _ThreadNotingLedger:
+    """The real SQLite ledger, noting which thread each write runs on."""
+
+    def __init__(self, url: str) -> None:
+        self.inner = open_ledger(url)
+        self.write_threads: list[int] = []
+
+    def write(self, events: Any) -> int:
+        import threading
+
+        self.write_threads.append(threading.get_ident())
+        return self.inner.write(events)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_async_durable_commits_before_returning_without_blocking_the_loop(
+    tmp_path: Path, local_emulator: OpenAICompatEmulator
+) -> None:
+    import threading
+
+    from broker import AsyncBroker
+
+    ledger = _ThreadNotingLedger(f"sqlite:///{tmp_path / 'durable.db'}")
+    policy = {"version": 1, "routes": [local_route(local_emulator, "a")],
+              "tenants": {"default": {"objective": "cost", "residency": ["on-prem"]}}}
+    async with AsyncBroker.from_policy(policy, ledger=ledger, durable=True) as broker:
+        await broker.chat(model="llama-3.1-8b", messages=MSG)
+        assert ledger.inner.count() == 1  # committed before chat() returned
+        [e async for e in broker.stream(model="llama-3.1-8b", messages=MSG)]
+        assert ledger.inner.count() == 2
+    assert ledger.write_threads and threading.get_ident() not in ledger.write_threads
+    ledger.inner.close()
