@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 
 
 from broker.errors import (
-    AuthError, ContentFiltered, ContextTooLong, CredentialsError, InvalidRequest,
+    AuthError, ContentFiltered, ContextTooLong, CredentialsError, InvalidRequest, PolicyError,
     ModelNotAvailable, ProviderError, Throttled, Timeout, Unavailable,
 )
 from broker.routes import Capabilities, Route
@@ -158,25 +158,22 @@ def google_error(
                code=gstatus, retry_after=retry_after)
 
 
-def _aiplatform_defaults(*, want_project: bool) -> tuple[str | None, str | None]:
-    """Project and location from `aiplatform.init(...)`: the last fallback, and the only import of it.
+def _aiplatform_project() -> str | None:
+    """The project of `aiplatform.init(...)`: the last fallback, and the only import of it.
 
     google-cloud-aiplatform takes seconds to import, so it is never imported on the call path
-    nor when the route names its project and location.  Its `project` is read only when asked
-    for, because reading an unset one starts its own credentials lookup.
+    nor when the route names its project.  Its location is never used: the location is the
+    route's `region`, the field its jurisdiction was derived from, so nothing outside the policy
+    can move a call to another place.
     """
     try:
         initializer = importlib.import_module("google.cloud.aiplatform.initializer")
     except ImportError:
-        return None, None
-    config = initializer.global_config
-    project = None
-    if want_project:
-        try:
-            project = config.project
-        except Exception:  # its own lookup failed: no project configured anywhere
-            project = None
-    return project or None, config.location or None
+        return None
+    try:
+        return initializer.global_config.project or None
+    except Exception:  # its own lookup failed: no project configured anywhere
+        return None
 
 
 # --------------------------------------------------------------------------- adapter
@@ -205,14 +202,19 @@ class VertexAdapter(OpenAIHttpAdapter):
         self.quota_project: str | None = opts.get("quota_project")
         self._project_env: str | None = opts.get("project_env")
         self.project: str | None = opts.get("project") or os.environ.get(self._project_env or "") or None
-        self.location: str | None = opts.get("location") or route.region
+        if not route.region:
+            raise PolicyError(f"route {route.id!r}: a Vertex route needs `region:` (its location, e.g. us-east5)")
+        if opts.get("location") not in (None, route.region):
+            raise PolicyError(f"route {route.id!r}: options.location {opts['location']!r} contradicts region "
+                              f"{route.region!r}; the location is the region (residency is derived from it)")
+        self.location: str = route.region
         self._llama_guard: bool | None = opts.get("llama_guard")
         self._credentials = credentials
         self._credentials_project: str | None = None
         self._adc_consulted = False
         self._auth_request = auth_request
         self._lock = threading.Lock()
-        self._url = self._build_url() if self.project and self.location else None
+        self._url = self._build_url() if self.project else None
 
     # ------------------------------------------------------------------ where and what
 
@@ -221,7 +223,7 @@ class VertexAdapter(OpenAIHttpAdapter):
         return not self.endpoint_id
 
     def _build_url(self) -> str:
-        assert self.project and self.location
+        assert self.project
         return chat_url(project=self.project, location=self.location, endpoint_id=self.endpoint_id,
                         base=self.route.endpoint, api_version=self.api_version)
 
@@ -239,17 +241,11 @@ class VertexAdapter(OpenAIHttpAdapter):
         if not self.project:
             self._load_credentials()
             env_project = os.environ.get("GOOGLE_CLOUD_PROJECT")
-            self.project = self._credentials_project or env_project or self._adc_project()
-        if not self.project or not self.location:
-            init_project, init_location = _aiplatform_defaults(want_project=not self.project)
-            self.project = self.project or init_project
-            self.location = self.location or init_location
+            self.project = self._credentials_project or env_project or self._adc_project() or _aiplatform_project()
         if not self.project:
             unset = f" ({self._project_env} is not set)" if self._project_env else ""
             raise CredentialsError(f"route {self.route.id!r}: no Google Cloud project{unset}; set "
                                    "options.project, GOOGLE_CLOUD_PROJECT or aiplatform.init(project=...)")
-        if not self.location:
-            raise CredentialsError(f"route {self.route.id!r}: no location; set region or options.location")
 
     def _adc_project(self) -> str | None:
         if self._adc_consulted:

@@ -28,6 +28,7 @@ from adapters.vertex import (
     service_base_url,
 )
 from broker.errors import (
+    PolicyError,
     AuthError,
     ContentFiltered,
     ContextTooLong,
@@ -267,15 +268,21 @@ def test_maas_chat_sends_bearer_publisher_model_and_project_path(
     assert result.provider_request_id
 
 
-def test_location_global_and_option_overrides_region(emu: VertexEmulator, http: HttpClients) -> None:
+def test_location_is_the_region_and_nothing_else(emu: VertexEmulator, http: HttpClients) -> None:
     adapter_for(emu, http, region="global").chat(req())
-    adapter_for(emu, http, location="us-central1", api_version="v1beta1").chat(req())
+    adapter_for(emu, http, region="us-central1", location="us-central1", api_version="v1beta1").chat(req())
     assert [(t.location, t.api_version) for t in emu.targets] == [
         ("global", "v1"),
         ("us-central1", "v1beta1"),
     ]
     public = VertexAdapter(make_route(None, region="global"), http=http, credentials=fake_creds())
     assert public.url.startswith("https://aiplatform.googleapis.com/v1/projects/acme-prod/locations/global/")
+    # residency is derived from the region: an option may not send the call elsewhere
+    with pytest.raises(PolicyError, match="contradicts region"):
+        VertexAdapter(make_route(emu.url, region="europe-west4", location="global"), http=http,
+                      credentials=fake_creds())
+    with pytest.raises(PolicyError, match="needs `region:`"):
+        VertexAdapter(make_route(emu.url, region=None), http=http, credentials=fake_creds())
 
 
 def test_dedicated_endpoint_chat(emu: VertexEmulator, http: HttpClients) -> None:
@@ -573,15 +580,16 @@ import adapters.vertex as v
 assert "google.auth" not in sys.modules, "google.auth imported at module import"
 assert "google.cloud.aiplatform" not in sys.modules
 from google.cloud import aiplatform
-aiplatform.init(project="init-project", location="europe-west4")
+aiplatform.init(project="init-project", location="us-central1")
 from google.oauth2.credentials import Credentials
 from broker.routes import Route
 from broker.transport import HttpClients
 route = Route(id="r", provider="vertex", model="m", model_id="llama-4-scout-17b-16e-instruct-maas",
-              jurisdiction="eu", options={"project": "route-project"})
+              region="europe-west4", jurisdiction="eu")
 adapter = v.VertexAdapter(route, http=HttpClients(), credentials=Credentials(token="t"))
-assert "/projects/route-project/locations/europe-west4/" in adapter.url, adapter.url
-assert v._aiplatform_defaults(want_project=True) == ("init-project", "europe-west4")
+# the project may come from aiplatform.init(); the location never does
+assert "/projects/init-project/locations/europe-west4/" in adapter.url, adapter.url
+assert v._aiplatform_project() == "init-project"
 print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
