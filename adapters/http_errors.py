@@ -94,10 +94,12 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if "," in value else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-            return _duration(value)
+            if "," not in value:
+                return _duration(value)
+            try:
+                return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None  # an unreadable hint: the broker's own backoff applies
     return None
 
 

@@ -134,14 +134,27 @@ def response_from_body(body: Any, *, provider: str, route_id: str) -> ChatRespon
         ) from exc
 
 
-def events_from_chunk(chunk: Any, *, provider: str, route_id: str) -> Iterable[StreamEvent]:
-    """One `chat.completion.chunk` -> zero or more `StreamEvent`s (text, tool pieces, finish, usage)."""
+def events_from_chunk(chunk: Any, *, provider: str, route_id: str) -> list[StreamEvent]:
+    """One `chat.completion.chunk` -> its `StreamEvent`s (text, tool pieces, finish, usage).
+
+    An `error` object in the stream is `Unavailable`; a chunk of the wrong shape is a `ProtocolError`.
+    """
     if not isinstance(chunk, Mapping):
         raise ProtocolError("stream chunk is not a JSON object", provider=provider, route_id=route_id)
     if "error" in chunk and chunk["error"]:
         err = chunk["error"]
         message = err.get("message", "stream error") if isinstance(err, Mapping) else str(err)
         raise Unavailable(f"error in stream: {message}", provider=provider, route_id=route_id)
+    try:
+        return _chunk_events(chunk, provider=provider, route_id=route_id)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise ProtocolError(
+            f"unreadable stream chunk: {type(exc).__name__}", provider=provider, route_id=route_id
+        ) from exc
+
+
+def _chunk_events(chunk: Mapping[str, Any], *, provider: str, route_id: str) -> list[StreamEvent]:
+    events = []
     request_id = chunk.get("id")
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
@@ -159,7 +172,8 @@ def events_from_chunk(chunk: Any, *, provider: str, route_id: str) -> Iterable[S
         if finish == _FILTERED:
             raise _filtered(delta.get("refusal"), provider=provider, route_id=route_id, request_id=request_id)
         if text or pieces or finish:
-            yield StreamEvent(text=text, tool_calls=pieces, finish_reason=finish, provider_request_id=request_id)
+            events.append(StreamEvent(text=text, tool_calls=pieces, finish_reason=finish, provider_request_id=request_id))
     usage = usage_from(chunk.get("usage"))
     if usage is not None:
-        yield StreamEvent(usage=usage, provider_request_id=request_id)
+        events.append(StreamEvent(usage=usage, provider_request_id=request_id))
+    return events

@@ -24,7 +24,7 @@ from broker.errors import (
 )
 from broker.routes import Route
 from broker.streaming import StreamAccumulator
-from broker.testing import OpenAICompatEmulator, Reply
+from broker.testing import OpenAICompatEmulator, Reply, openai_compat
 from broker.transport import HttpClients, TransportOptions
 from broker.types import ChatRequest
 
@@ -260,3 +260,38 @@ def test_pure_translation_without_a_socket() -> None:
     assert no_usage.usage.estimated
     with pytest.raises(ProtocolError):
         openai_shape.response_from_body({"choices": []}, provider="local", route_id="r")
+
+
+class _BadRetryDate(OpenAICompatEmulator):
+    def error_answer(self, fault, request):  # type: ignore[no-untyped-def]
+        answer = super().error_answer(fault, request)
+        answer.headers["retry-after"] = "Wed, 99 Foo 2026 00:00:00 GMT"
+        return answer
+
+
+class _BadChunk(OpenAICompatEmulator):
+    def stream_chunks(self, rid, body, plan, include_usage):  # type: ignore[no-untyped-def]
+        yield openai_compat.sse({"id": rid, "choices": [{"delta": "oops", "finish_reason": None}]})
+        yield openai_compat.sse("[DONE]")
+
+
+class _BadUsage(OpenAICompatEmulator):
+    def stream_chunks(self, rid, body, plan, include_usage):  # type: ignore[no-untyped-def]
+        yield openai_compat.sse(self.chunk(rid, body, {"content": "hi"}, "stop"))
+        yield openai_compat.sse({"id": rid, "choices": [], "usage": {"prompt_tokens": "n/a"}})
+        yield openai_compat.sse("[DONE]")
+
+
+def test_an_unreadable_retry_hint_is_ignored_not_raised() -> None:
+    with _BadRetryDate() as e:
+        e.fail(429)
+        with pytest.raises(Throttled) as info:
+            LocalAdapter(make_route(e), http=HttpClients()).chat(req())
+    assert info.value.retry_after is None
+
+
+@pytest.mark.parametrize("emulator", [_BadChunk, _BadUsage])
+def test_malformed_stream_chunks_are_protocol_errors(emulator: type[OpenAICompatEmulator]) -> None:
+    with emulator() as e:
+        with pytest.raises(ProtocolError, match="unreadable stream chunk"):
+            list(LocalAdapter(make_route(e), http=HttpClients()).stream(req()))

@@ -87,6 +87,11 @@ class CircuitBoard:
             c.probing = True
             return True
 
+    def release(self, route_id: str) -> None:
+        """Give back a half-open probe that ended without a verdict (cancelled, misconfigured)."""
+        with self._lock:
+            self._get(route_id).probing = False
+
     def success(self, route_id: str) -> None:
         with self._lock:
             c = self._get(route_id)

@@ -88,7 +88,8 @@ class Router:
             if remaining is None or left < remaining:
                 remaining, spent_label = left, f"${spent_now:.2f} of ${limit} this {period}"
         if remaining is None or remaining > 0:
-            return _BudgetState(model, remaining, None, ())
+            # only `block` removes routes that would overspend; alert and downgrade act once it is spent
+            return _BudgetState(model, remaining if budget.on_exceed == "block" else None, None, ())
         if budget.on_exceed == "block":
             raise BudgetExceeded(
                 f"tenant {tenant.name!r} has spent {spent_label}; its budget blocks further calls",
@@ -96,10 +97,14 @@ class Router:
                 spent_usd=spent_label,
                 limit_usd=budget.monthly_usd or budget.daily_usd,
             )
-        if budget.on_exceed == "downgrade" and budget.downgrade_to and budget.downgrade_to != model:
-            note = f"budget exceeded ({spent_label}): downgraded {model} -> {budget.downgrade_to}"
+        target = budget.downgrade_to
+        if budget.on_exceed == "downgrade" and target != model:
+            if not (target and tenant.allows_model(target)):  # nothing to fall back to: refuse
+                raise BudgetExceeded(f"tenant {tenant.name!r} has spent {spent_label} and has no model to "
+                                     "downgrade to", tenant=tenant.name, spent_usd=spent_label)
+            note = f"budget exceeded ({spent_label}): downgraded {model} -> {target}"
             log.warning("tenant %s: %s", tenant.name, note)
-            return _BudgetState(self.policy.resolve_model(budget.downgrade_to), None, model, (note,))
+            return _BudgetState(self.policy.resolve_model(target), None, model, (note,))
         note = f"budget exceeded ({spent_label}); on_exceed={budget.on_exceed}"
         log.warning("tenant %s: %s", tenant.name, note)
         return _BudgetState(model, None, None, (note,))

@@ -7,7 +7,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import PolicyIssue
 from ..routes import Lifecycle, Route
@@ -82,6 +82,19 @@ def _provider_check() -> Callable[[str], bool]:
 # --------------------------------------------------------------------------- routes
 
 
+_BOOL = TypeAdapter(bool)
+
+
+def _disabled(item: Any) -> bool:
+    """`enabled: false`, however written (`"false"`, `no`, `0`, or `${VAR:-false}` expanded)."""
+    if not isinstance(item, dict) or "enabled" not in item:
+        return False
+    try:
+        return not _BOOL.validate_python(item["enabled"])
+    except ValidationError:
+        return False  # not a boolean at all: the route's own validation reports it
+
+
 def _check_names(ctx: _Context, item: Any, loc: tuple[Any, ...], catalog: Catalog, known: Callable[[str], bool]) -> None:
     """Provider and region checks on a route whose other fields failed validation."""
     if not isinstance(item, dict):
@@ -100,7 +113,7 @@ def _routes(ctx: _Context, doc: PolicyDoc, catalog: Catalog, known: Callable[[st
     out: list[Route] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(doc.routes):
-        if isinstance(item, dict) and item.get("enabled") is False:
+        if _disabled(item):  # before validation: a team file may drop a route with just its id
             continue
         spec = ctx.validate(RouteSpec, item, "routes", i)
         if spec is None:
@@ -245,6 +258,8 @@ def _tenants(
                 ctx.add(where, f"{who}: budget.downgrade_to names unknown model {spec.budget.downgrade_to!r}")
             elif target not in served:
                 ctx.add(where, f"{who}: budget.downgrade_to {target!r} is served by no route in this policy")
+            elif "models" in update and target not in update["models"].allow:
+                ctx.add(where, f"{who}: budget.downgrade_to {target!r} is not in the tenant's models.allow")
             else:
                 update["budget"] = spec.budget.model_copy(update={"downgrade_to": target})
         if spec.objective == "weighted" and spec.weights.cost + spec.weights.latency == 0:
