@@ -11,6 +11,7 @@
     ├── AdapterNotFound          no adapter is registered for a route's provider
     ├── MissingDependency        the provider's SDK is not installed (names the pip extra)
     ├── CredentialsError         a credential reference could not be resolved (names the variable)
+    ├── MeteringError            the usage ledger refused a write (events kept for the next flush)
     └── ProviderError            a provider refused or failed the call
         ├── Throttled            429 and friends; carries `retry_after` seconds when the provider said
         ├── Unavailable          5xx, connection refused, overloaded
@@ -40,6 +41,7 @@ __all__ = [
     "ContextTooLong",
     "CredentialsError",
     "InvalidRequest",
+    "MeteringError",
     "MissingDependency",
     "ModelNotAvailable",
     "NoEligibleRoute",
@@ -129,6 +131,10 @@ class MissingDependency(BrokerError):
 
 class CredentialsError(BrokerError):
     """A credential reference (for example `api_key_env`) could not be resolved."""
+
+
+class MeteringError(BrokerError):
+    """The usage ledger could not take a write; the events stay buffered for the next flush."""
 
 
 class ProviderError(BrokerError):

@@ -13,6 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from broker.errors import MeteringError
 from ledger_fixtures import *  # noqa: F403  (fixtures: any_ledger, ledger_url, pg_url, sqlite_url, ...)
 from ledger_fixtures import FlakyLedger, make_event
 
@@ -90,8 +92,9 @@ def test_a_failed_flush_keeps_the_events_and_the_retry_counts_them_once(ledger_u
     events = [make_event(cost_usd=Decimal("0.25")) for _ in range(4)]
     for e in events:
         meter.record(e)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(MeteringError) as info:
         meter.flush()
+    assert isinstance(info.value.__cause__, ConnectionError)
     assert meter.pending == 4 and inner.count() == 0
     meter.record(make_event(cost_usd=Decimal("0.25")))
     meter.flush()
@@ -107,8 +110,9 @@ def test_a_write_that_committed_but_reported_failure_is_not_double_counted(ledge
     meter = Meter(flaky, background=False, flush_interval_s=60)
     for _ in range(3):
         meter.record(make_event(cost_usd=Decimal("1.1")))
-    with pytest.raises(ConnectionError):
+    with pytest.raises(MeteringError) as info:
         meter.flush()
+    assert isinstance(info.value.__cause__, ConnectionError)
     assert meter.pending == 3  # the meter cannot know it committed
     meter.flush()
     assert inner.count() == 3

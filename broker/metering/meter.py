@@ -37,12 +37,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+from broker.errors import MeteringError
 from broker.metering.events import UsageEvent, dumps_event, event_from_json
 from broker.metering.ledger import Ledger, data_dir, utc
 
 __all__ = ["Meter", "replay_spill"]
 
-log = logging.getLogger("broker.metering")
+log = logging.getLogger("llama_broker.metering")
 
 _MONTH, _DAY = "month", "day"
 
@@ -144,7 +145,7 @@ class Meter:
     # ------------------------------------------------------------------ flushing
 
     def flush(self, timeout: float | None = None) -> None:
-        """Commit every event recorded before this call; raises the ledger's error on failure.
+        """Commit every event recorded before this call; raises `MeteringError` on failure.
 
         On failure the events stay buffered for the next flush.  `timeout` bounds the wait for
         a write already in progress (`TimeoutError` when it passes).
@@ -153,6 +154,10 @@ class Meter:
             raise TimeoutError("a ledger write is still in progress")
         try:
             self._write_pending()
+        except Exception as exc:
+            raise MeteringError(
+                f"the usage ledger refused a write ({type(exc).__name__}); {self.pending} events kept for retry"
+            ) from exc
         finally:
             self._write_lock.release()
 
