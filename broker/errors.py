@@ -31,6 +31,7 @@ codes and provider error text only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 __all__ = [
     "AdapterNotFound",
@@ -108,7 +109,9 @@ class ResidencyViolation(BrokerError):
 class BudgetExceeded(BrokerError):
     """The tenant's budget blocks this call; raised before any provider is called."""
 
-    def __init__(self, message: str, *, tenant: str, spent_usd: object = None, limit_usd: object = None) -> None:
+    def __init__(
+        self, message: str, *, tenant: str, spent_usd: Decimal | None = None, limit_usd: Decimal | None = None
+    ) -> None:
         self.tenant = tenant
         self.spent_usd = spent_usd
         self.limit_usd = limit_usd

@@ -35,7 +35,8 @@ class Price(BaseModel):
     def version(self) -> str:
         """A short label for the price in force, metered with each event."""
         stamp = self.as_of.isoformat() if self.as_of else "undated"
-        return f"{self.input_per_mtok}/{self.output_per_mtok}@{stamp}"
+        cached = f"/cached {self.cached_input_per_mtok}" if self.cached_input_per_mtok is not None else ""
+        return f"{self.input_per_mtok}/{self.output_per_mtok}{cached}@{stamp}"
 
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> Decimal:
         """Cost in USD of a call with these token counts (cached input at its own rate if known)."""

@@ -59,6 +59,7 @@ def test_blocked_tenant_is_refused_before_any_provider_is_called(ledger_url: str
         with pytest.raises(BudgetExceeded) as info:
             broker.chat(model="llama-3.3-70b", messages=MSG, tenant="acme")
     assert info.value.tenant == "acme"
+    assert (info.value.spent_usd, info.value.limit_usd) == (Decimal("5.00"), Decimal("5"))
     assert local_emulator.requests == []
 
 

@@ -76,17 +76,19 @@ class Router:
         if budget is None or self.spend is None:
             return _BudgetState(model, None, None, ())
         remaining: Decimal | None = None
+        spent_usd = limit_usd = None
         spent_label = ""
-        for limit, spent, period in (
-            (budget.monthly_usd, lambda: self.spend.month_to_date(tenant.name, now), "month"),  # type: ignore[union-attr]
-            (budget.daily_usd, lambda: self.spend.day_to_date(tenant.name, now), "day"),  # type: ignore[union-attr]
+        for limit, spend_of, period in (
+            (budget.monthly_usd, self.spend.month_to_date, "month"),
+            (budget.daily_usd, self.spend.day_to_date, "day"),
         ):
             if limit is None:
                 continue
-            spent_now = spent()
+            spent_now = spend_of(tenant.name, now)
             left = Decimal(limit) - spent_now
-            if remaining is None or left < remaining:
-                remaining, spent_label = left, f"${spent_now:.2f} of ${limit} this {period}"
+            if remaining is None or left < remaining:  # the tighter limit speaks
+                remaining, spent_usd, limit_usd = left, spent_now, Decimal(limit)
+                spent_label = f"${spent_now:.2f} of ${limit} this {period}"
         if remaining is None or remaining > 0:
             # only `block` removes routes that would overspend; alert and downgrade act once it is spent
             return _BudgetState(model, remaining if budget.on_exceed == "block" else None, None, ())
@@ -94,14 +96,14 @@ class Router:
             raise BudgetExceeded(
                 f"tenant {tenant.name!r} has spent {spent_label}; its budget blocks further calls",
                 tenant=tenant.name,
-                spent_usd=spent_label,
-                limit_usd=budget.monthly_usd or budget.daily_usd,
+                spent_usd=spent_usd,
+                limit_usd=limit_usd,
             )
         target = budget.downgrade_to
         if budget.on_exceed == "downgrade" and target != model:
             if not (target and tenant.allows_model(target)):  # nothing to fall back to: refuse
                 raise BudgetExceeded(f"tenant {tenant.name!r} has spent {spent_label} and has no model to "
-                                     "downgrade to", tenant=tenant.name, spent_usd=spent_label)
+                                     "downgrade to", tenant=tenant.name, spent_usd=spent_usd, limit_usd=limit_usd)
             note = f"budget exceeded ({spent_label}): downgraded {model} -> {target}"
             log.warning("tenant %s: %s", tenant.name, note)
             return _BudgetState(self.policy.resolve_model(target), None, model, (note,))
