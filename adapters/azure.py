@@ -42,7 +42,7 @@ from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
-from .base import AdapterBase, require
+from broker.adapter import AdapterBase, require
 from .http_errors import error_for_status
 
 __all__ = ["AzureAdapter", "from_provider_response", "to_provider_request"]

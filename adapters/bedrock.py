@@ -67,7 +67,7 @@ from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import bedrock_shape
-from .base import AdapterBase, require
+from broker.adapter import AdapterBase, require
 from .http_errors import error_for_status, retry_after_seconds
 
 __all__ = ["BEDROCK_ERROR_CODES", "BedrockAdapter", "error_from_code"]

@@ -47,7 +47,7 @@ from broker.transport import HttpClients, timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
-from .base import AdapterBase, require
+from broker.adapter import AdapterBase, require
 from .http_errors import error_for_status, error_message, retry_after_seconds
 
 __all__ = [

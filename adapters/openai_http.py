@@ -21,7 +21,7 @@ from broker.transport import timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
-from .base import AdapterBase
+from broker.adapter import AdapterBase
 from .http_errors import error_for_status
 
 __all__ = ["OpenAIHttpAdapter"]

@@ -54,7 +54,7 @@ from broker.routes import Capabilities, Route
 from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
-from .base import require
+from broker.adapter import require
 from .http_errors import error_for_status, retry_after_seconds
 from .openai_http import OpenAIHttpAdapter
 

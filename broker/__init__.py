@@ -34,6 +34,7 @@ from .routes import Capabilities, Lifecycle, Price, Route
 from .types import ChatRequest, ChatResponse, RouteInfo, StreamEvent, ToolCall, ToolCallDelta, Usage
 
 if TYPE_CHECKING:
+    from .adapter import Adapter, AdapterBase, AdapterRegistry
     from .client import AsyncBroker, Broker
     from .policy.decision import Candidate, Decision
     from .transport import TransportOptions
@@ -43,6 +44,9 @@ __version__ = "0.1.0"
 # The client, the engine and the transport are imported on first use, so that importing the
 # errors and types (as adapters and the test plugin do) stays cheap.
 _LAZY = {
+    "Adapter": "broker.adapter",
+    "AdapterBase": "broker.adapter",
+    "AdapterRegistry": "broker.adapter",
     "AsyncBroker": "broker.client",
     "Broker": "broker.client",
     "Candidate": "broker.policy.decision",
@@ -62,7 +66,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
+    "Adapter",
+    "AdapterBase",
     "AdapterNotFound",
+    "AdapterRegistry",
     "AsyncBroker",
     "AuthError",
     "Broker",

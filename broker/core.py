@@ -10,8 +10,7 @@ from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import Any
 
-from adapters.base import Adapter, AdapterFactory, AdapterRegistry
-
+from .adapter import Adapter, AdapterFactory, AdapterRegistry
 from .errors import InvalidRequest
 from .execute import CallMeta, Executor
 from .health import CircuitBoard, LatencyTracker

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import broker
-from adapters.base import AdapterBase, AdapterRegistry
+from broker.adapter import AdapterBase, AdapterRegistry
 from broker.errors import AdapterNotFound
 
 HEAVY_SDKS = ("boto3", "botocore", "google.auth", "google.cloud", "azure", "groq", "openai", "psycopg", "plotly")
@@ -59,7 +59,7 @@ def test_third_party_adapter_found_through_entry_point(tmp_path: Path) -> None:
     pkg = tmp_path / "acme_adapter"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(textwrap.dedent("""
-        from adapters.base import AdapterBase
+        from broker.adapter import AdapterBase
         class AcmeAdapter(AdapterBase):
             provider = "acme"
     """))

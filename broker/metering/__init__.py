@@ -14,22 +14,17 @@ See docs/metering.md for the storage format and the buffering guarantees.
 """
 
 from broker.metering.events import UsageEvent, event_from_json, event_to_json, new_event_id
-from broker.metering.ledger import (
-    DIMENSIONS,
-    Ledger,
-    LedgerNotFound,
-    data_dir,
-    default_ledger_url,
-    open_ledger,
-    parse_group_by,
-)
+from broker.metering.ledger import Ledger, LedgerNotFound
+from broker.metering.location import data_dir, default_ledger_url, open_ledger
 from broker.metering.meter import Meter, replay_spill
+from broker.metering.query import DIMENSIONS, ReportFilters, parse_group_by
 
 __all__ = [
     "DIMENSIONS",
     "Ledger",
     "LedgerNotFound",
     "Meter",
+    "ReportFilters",
     "UsageEvent",
     "data_dir",
     "default_ledger_url",

@@ -39,7 +39,9 @@ from pathlib import Path
 
 from broker.errors import MeteringError
 from broker.metering.events import UsageEvent, dumps_event, event_from_json
-from broker.metering.ledger import Ledger, data_dir, utc
+from broker.metering.ledger import Ledger
+from broker.metering.location import data_dir
+from broker.metering.query import utc
 
 __all__ = ["Meter", "replay_spill"]
 

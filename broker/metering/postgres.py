@@ -18,7 +18,7 @@ from typing import Any
 
 from broker.errors import MissingDependency
 from broker.metering.events import UsageEvent
-from broker.metering.ledger import (
+from broker.metering.query import (
     COST_SCALE,
     Dimension,
     filter_equalities,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.metering.events import UsageEvent
-from broker.metering.ledger import (
+from broker.metering.query import (
     Dimension,
     filter_equalities,
     parse_group_by,

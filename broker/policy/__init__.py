@@ -13,7 +13,16 @@ as `FILE:LINE: message`.
 
 from __future__ import annotations
 
-from .catalog import Catalog, CatalogEntry, Jurisdictions, ModelInfo, builtin_catalog, load_catalog, load_jurisdictions
+from .catalog import (
+    Catalog,
+    CatalogEntry,
+    Jurisdictions,
+    ModelInfo,
+    builtin_catalog,
+    load_catalog,
+    load_jurisdictions,
+)
+from .loaded import Policy
 from .loader import load_policy, load_policy_text
 from .schema import (
     JURISDICTIONS,
@@ -22,7 +31,6 @@ from .schema import (
     LatencySLO,
     MeteringSettings,
     ModelRules,
-    Policy,
     PriceCeiling,
     ProviderRules,
     RetrySettings,

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import NoEligibleRoute, PolicyError, PolicyIssue
 from ..routes import Capabilities, Lifecycle, Price
-from .loader import LineIndex, issues_from_validation, read_yaml
 from .schema import JURISDICTIONS, CapabilitiesPatch, CatalogDoc, DeploymentSpec, schema_keys
+from .yaml_source import LineIndex, issues_from_validation, read_yaml
 
 __all__ = ["Catalog", "CatalogEntry", "Jurisdictions", "ModelInfo", "builtin_catalog", "load_catalog", "load_jurisdictions"]
 

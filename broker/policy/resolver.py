@@ -12,8 +12,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from ..errors import PolicyIssue
 from ..routes import Lifecycle, Route
 from .catalog import Catalog, apply_catalog_doc, builtin_catalog
-from .loader import LineIndex, issues_from_validation
-from .schema import Policy, PolicyDoc, RouteSpec, TenantPolicy, TenantSpec, schema_keys
+from .loaded import Policy
+from .schema import PolicyDoc, RouteSpec, TenantPolicy, TenantSpec, schema_keys
+from .yaml_source import LineIndex, issues_from_validation
 
 __all__ = ["build_policy"]
 
@@ -73,7 +74,7 @@ def build_policy(
 
 
 def _provider_check() -> Callable[[str], bool]:
-    from adapters.base import AdapterRegistry
+    from ..adapter import AdapterRegistry
 
     registry = AdapterRegistry()
     return registry.__contains__

@@ -13,19 +13,12 @@ Money is `Decimal` throughout.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import NoEligibleRoute, UnknownTenant
-from ..routes import Lifecycle, Price, Route
-
-if TYPE_CHECKING:
-    from .catalog import Catalog
+from ..routes import Lifecycle, Price
 
 __all__ = [
     "Budget",
@@ -41,7 +34,6 @@ __all__ = [
     "ModelRules",
     "ModelSpec",
     "Objective",
-    "Policy",
     "PolicyDoc",
     "PriceCeiling",
     "ProviderRules",
@@ -324,72 +316,3 @@ def schema_keys() -> set[str]:
     ):
         names.update(model.model_fields)
     return names
-
-
-# --------------------------------------------------------------------------- the loaded policy
-
-
-@dataclass(frozen=True, eq=False)
-class Policy:
-    """A loaded policy: resolved routes, tenants and settings, and the catalog in force."""
-
-    routes: tuple[Route, ...]
-    tenants: dict[str, TenantPolicy]
-    catalog: Catalog
-    source: str = "<dict>"
-    ledger: str | None = None
-    description: str | None = None
-    metering: MeteringSettings = field(default_factory=MeteringSettings)
-    retry: RetrySettings = field(default_factory=RetrySettings)
-    circuit: CircuitSettings = field(default_factory=CircuitSettings)
-    version: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "version", self._content_hash())
-
-    def _content_hash(self) -> str:
-        content = {
-            "routes": [r.model_dump(mode="json") for r in self.routes],
-            "tenants": {k: t.model_dump(mode="json") for k, t in sorted(self.tenants.items())},
-            "ledger": self.ledger,
-            "metering": self.metering.model_dump(mode="json"),
-            "retry": self.retry.model_dump(mode="json"),
-            "circuit": self.circuit.model_dump(mode="json"),
-        }
-        blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-    def tenant(self, name: str) -> TenantPolicy:
-        """The named tenant; an unknown name gets the `default` tenant if the policy has one."""
-        found = self.tenants.get(name) or self.tenants.get("default")
-        if found is None:
-            known = ", ".join(sorted(self.tenants)) or "none"
-            raise UnknownTenant(f"tenant {name!r} is not in policy {self.source} and it has no 'default' tenant (tenants: {known})")
-        return found
-
-    def route(self, route_id: str) -> Route:
-        for r in self.routes:
-            if r.id == route_id:
-                return r
-        raise KeyError(route_id)
-
-    @property
-    def models(self) -> tuple[str, ...]:
-        """The logical models the policy's routes serve, in first-seen order."""
-        return tuple(dict.fromkeys(r.model for r in self.routes))
-
-    def routes_for(self, model: str) -> tuple[Route, ...]:
-        """Routes serving a model (alias or logical id), in policy order."""
-        logical = self.resolve_model(model)
-        return tuple(r for r in self.routes if r.model == logical)
-
-    def resolve_model(self, name: str) -> str:
-        """Alias or provider id -> logical model id; unknown names raise `NoEligibleRoute`."""
-        logical = self.catalog.model_for(name)
-        if logical is None:
-            served = ", ".join(self.models) or "none"
-            raise NoEligibleRoute(
-                f"unknown model {name!r}: not a Llama model or alias in the catalog; this policy serves: {served}",
-                reasons={},
-            )
-        return logical

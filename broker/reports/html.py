@@ -197,7 +197,7 @@ table.report-table tfoot td { font-weight: 600; }
 
 
 def _table(rows: Sequence[dict[str, Any]]) -> str:
-    from broker.metering.ledger import METRIC_KEYS
+    from broker.metering.query import METRIC_KEYS
 
     cols = columns(rows)
     head = "".join(

@@ -24,9 +24,8 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
-from broker.metering.ledger import METRIC_KEYS, Ledger, parse_group_by
+from broker.metering.ledger import Ledger
+from broker.metering.query import METRIC_KEYS, ReportFilters, parse_group_by
 
 __all__ = [
     "DEFAULT_GROUP_BY",
@@ -40,32 +39,6 @@ DEFAULT_GROUP_BY = ("tenant", "provider", "model", "region")
 #: Columns every row carries, grouped or not ("*" = all values).
 IDENTITY_KEYS = ("tenant", "provider", "model", "region")
 ALL = "*"
-
-
-class ReportFilters(BaseModel):
-    """Which events a report covers; unset fields do not filter.
-
-    `since` is inclusive and `until` exclusive; naive datetimes are taken as UTC.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tenant: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    provider: str | None = None
-    model: str | None = None
-    region: str | None = None
-    jurisdiction: str | None = None
-
-    @field_validator("since", "until")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
 
 
 def _sort_key(row: dict[str, Any], keys: Sequence[str]) -> tuple[Any, ...]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import IO, Any
 
-from broker.metering.ledger import METRIC_KEYS, tidy_decimal
+from broker.metering.query import METRIC_KEYS, tidy_decimal
 
 __all__ = [
     "HEADERS",
