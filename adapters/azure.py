@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from broker.adapter import AdapterBase, require
 from broker.errors import (
     AuthError,
     ModelNotAvailable,
@@ -42,7 +43,6 @@ from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
-from broker.adapter import AdapterBase, require
 from .http_errors import error_for_status
 
 __all__ = ["AzureAdapter", "from_provider_response", "to_provider_request"]

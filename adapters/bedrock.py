@@ -43,11 +43,12 @@ import contextvars
 import functools
 import importlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from broker.adapter import AdapterBase, require
 from broker.errors import (
     AuthError,
     BrokerError,
@@ -67,7 +68,6 @@ from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import bedrock_shape
-from broker.adapter import AdapterBase, require
 from .http_errors import error_for_status, retry_after_seconds
 
 __all__ = ["BEDROCK_ERROR_CODES", "BedrockAdapter", "error_from_code"]

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from broker.adapter import AdapterBase, require
 from broker.errors import (
     CredentialsError,
     ModelNotAvailable,
@@ -47,7 +48,6 @@ from broker.transport import HttpClients, timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
-from broker.adapter import AdapterBase, require
 from .http_errors import error_for_status, error_message, retry_after_seconds
 
 __all__ = [

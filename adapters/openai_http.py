@@ -9,19 +9,19 @@ clients and maps every transport failure and non-2xx answer onto the broker's er
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
+from broker.adapter import AdapterBase
 from broker.errors import ProtocolError, ProviderError, Timeout, Unavailable
 from broker.transport import timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
-from broker.adapter import AdapterBase
 from .http_errors import error_for_status
 
 __all__ = ["OpenAIHttpAdapter"]

@@ -141,7 +141,7 @@ def events_from_chunk(chunk: Any, *, provider: str, route_id: str) -> list[Strea
     """
     if not isinstance(chunk, Mapping):
         raise ProtocolError("stream chunk is not a JSON object", provider=provider, route_id=route_id)
-    if "error" in chunk and chunk["error"]:
+    if chunk.get("error"):
         err = chunk["error"]
         message = err.get("message", "stream error") if isinstance(err, Mapping) else str(err)
         raise Unavailable(f"error in stream: {message}", provider=provider, route_id=route_id)

@@ -45,16 +45,24 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-
+from broker.adapter import require
 from broker.errors import (
-    AuthError, ContentFiltered, ContextTooLong, CredentialsError, InvalidRequest, PolicyError,
-    ModelNotAvailable, ProviderError, Throttled, Timeout, Unavailable,
+    AuthError,
+    ContentFiltered,
+    ContextTooLong,
+    CredentialsError,
+    InvalidRequest,
+    ModelNotAvailable,
+    PolicyError,
+    ProviderError,
+    Throttled,
+    Timeout,
+    Unavailable,
 )
 from broker.routes import Capabilities, Route
 from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
-from broker.adapter import require
 from .http_errors import error_for_status, retry_after_seconds
 from .openai_http import OpenAIHttpAdapter
 

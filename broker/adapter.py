@@ -19,17 +19,17 @@ from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import entry_points
 from typing import ClassVar, Protocol, runtime_checkable
 
-from broker.errors import AdapterNotFound, MissingDependency
+from broker.errors import AdapterNotFound, ErrorContext, MissingDependency
 from broker.routes import Capabilities, Route
 from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 __all__ = [
+    "BUILTIN_ADAPTERS",
     "Adapter",
     "AdapterBase",
     "AdapterFactory",
     "AdapterRegistry",
-    "BUILTIN_ADAPTERS",
     "require",
 ]
 
@@ -84,7 +84,7 @@ class AdapterBase:
     async def aclose(self) -> None:
         self.close()
 
-    def error_context(self) -> dict[str, str]:
+    def error_context(self) -> ErrorContext:
         """The keyword arguments every `ProviderError` of this adapter carries."""
         return {"provider": self.route.provider, "route_id": self.route.id}
 

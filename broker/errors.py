@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypedDict
 
 __all__ = [
     "AdapterNotFound",
@@ -41,6 +42,7 @@ __all__ = [
     "ContentFiltered",
     "ContextTooLong",
     "CredentialsError",
+    "ErrorContext",
     "InvalidRequest",
     "MeteringError",
     "MissingDependency",
@@ -138,6 +140,13 @@ class CredentialsError(BrokerError):
 
 class MeteringError(BrokerError):
     """The usage ledger could not take a write; the events stay buffered for the next flush."""
+
+
+class ErrorContext(TypedDict, total=False):
+    """Where a `ProviderError` came from: what an adapter stamps on every error it raises."""
+
+    provider: str
+    route_id: str
 
 
 class ProviderError(BrokerError):

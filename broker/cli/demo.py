@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -64,7 +64,7 @@ def _call(broker: Any, suite: Any, tenant: str, model: str, kind: str, prompt: s
 
 
 def demo(
-    ledger: Optional[str] = typer.Option(
+    ledger: str | None = typer.Option(
         None, "--ledger", help="Ledger URL for the demo's usage (default: a fresh SQLite file in a temp folder)."
     ),
     html: Path = typer.Option(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,7 +25,7 @@ app.command("demo", help="Run calls for three tenants against loopback emulators
 PolicyOpt = typer.Option(None, "--policy", "-p", help="Policy file (default: the embedded default).")
 
 
-def _messages(prompt: str, system: Optional[str]) -> list[dict[str, str]]:
+def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system}] if system else []
     return messages + [{"role": "user", "content": prompt}]
 
@@ -36,10 +35,10 @@ def chat(
     prompt: str = typer.Argument(..., help="The user message."),
     model: str = typer.Option("llama-3.3-70b", "--model", "-m"),
     tenant: str = typer.Option("default", "--tenant", "-t"),
-    system: Optional[str] = typer.Option(None, "--system"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+    system: str | None = typer.Option(None, "--system"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens"),
     stream: bool = typer.Option(False, "--stream", help="Print tokens as they arrive."),
-    policy: Optional[Path] = PolicyOpt,
+    policy: Path | None = PolicyOpt,
 ) -> None:
     """Send one chat call through the broker and print the answer and where it went."""
     from broker import Broker, BrokerError
@@ -75,11 +74,11 @@ def route(
     prompt: str = typer.Argument("Hello", help="The user message the decision is made for."),
     model: str = typer.Option("llama-3.3-70b", "--model", "-m"),
     tenant: str = typer.Option("default", "--tenant", "-t"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens"),
     stream: bool = typer.Option(False, "--stream"),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Print every candidate and why."),
     as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
-    policy: Optional[Path] = PolicyOpt,
+    policy: Path | None = PolicyOpt,
 ) -> None:
     """Show where a call would go, and why, without calling any provider."""
     from broker import Broker, BrokerError, NoEligibleRoute

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -47,7 +47,7 @@ def validate(
 @policy_app.command("show")
 def show(
     file: Annotated[Path, typer.Argument(help="Policy file.", show_default=False)],
-    today: Annotated[Optional[str], typer.Option(help="Date for lifecycle flags (YYYY-MM-DD; default today).")] = None,
+    today: Annotated[str | None, typer.Option(help="Date for lifecycle flags (YYYY-MM-DD; default today).")] = None,
 ) -> None:
     """Print the effective routes (catalog defaults merged) and tenants of a policy."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -66,8 +66,8 @@ def show(
 
 @policy_app.command("catalog")
 def catalog(
-    model: Annotated[Optional[str], typer.Option(help="Only this model (any alias).")] = None,
-    provider: Annotated[Optional[str], typer.Option(help="Only this provider.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model (any alias).")] = None,
+    provider: Annotated[str | None, typer.Option(help="Only this provider.")] = None,
 ) -> None:
     """Print the built-in catalog: deployments, prices with their source, lifecycle."""
     cat = builtin_catalog()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,7 +20,7 @@ class ReportFormat(str, Enum):
     html = "html"
 
 
-def _ledger_url(ledger: Optional[str], policy: Optional[Path]) -> Optional[str]:
+def _ledger_url(ledger: str | None, policy: Path | None) -> str | None:
     if ledger:
         return ledger
     if policy is not None:
@@ -51,26 +50,26 @@ def _describe(filters: object, group_by: list[str]) -> str:
 
 
 def report(
-    ledger: Optional[str] = typer.Option(
+    ledger: str | None = typer.Option(
         None,
         "--ledger",
         help="Ledger URL (sqlite:///PATH or postgresql://...); default: the policy's, else the data dir.",
     ),
-    policy: Optional[Path] = typer.Option(
+    policy: Path | None = typer.Option(
         None, "--policy", "-p", help="Read the ledger location from this policy file."
     ),
-    tenant: Optional[str] = typer.Option(None, "--tenant", "-t", help="Only this tenant."),
-    since: Optional[str] = typer.Option(
+    tenant: str | None = typer.Option(None, "--tenant", "-t", help="Only this tenant."),
+    since: str | None = typer.Option(
         None, "--since", help="From (inclusive): YYYY-MM-DD, ISO datetime, today, 7d."
     ),
-    until: Optional[str] = typer.Option(
+    until: str | None = typer.Option(
         None, "--until", help="To: a date includes that whole day; a datetime is exclusive."
     ),
-    provider: Optional[str] = typer.Option(None, "--provider", help="Only this provider."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this logical model."),
-    region: Optional[str] = typer.Option(None, "--region", help="Only this region."),
-    jurisdiction: Optional[str] = typer.Option(None, "--jurisdiction", help="Only this jurisdiction."),
-    group_by: Optional[list[str]] = typer.Option(
+    provider: str | None = typer.Option(None, "--provider", help="Only this provider."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Only this logical model."),
+    region: str | None = typer.Option(None, "--region", help="Only this region."),
+    jurisdiction: str | None = typer.Option(None, "--jurisdiction", help="Only this jurisdiction."),
+    group_by: list[str] | None = typer.Option(
         None,
         "--group-by",
         "-g",
@@ -78,7 +77,7 @@ def report(
         "status, error_kind, day, month, tag, tag:KEY.  Default: tenant,provider,model,region.",
     ),
     fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="table, csv, json or html."),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "--output", "-o", help=f"Write here (html default: {DEFAULT_HTML})."
     ),
 ) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from broker.routes import Route
 
-__all__ = ["LatencyEstimate", "LatencyTracker", "PROVIDER_PRIORS"]
+__all__ = ["PROVIDER_PRIORS", "LatencyEstimate", "LatencyTracker"]
 
 #: (TTFT ms, per-token ms): typical figures for Llama 70B-class models, used until a route is observed.
 PROVIDER_PRIORS: dict[str, tuple[float, float]] = {
@@ -50,7 +50,7 @@ class LatencyEstimate:
 
 
 class _RouteLatency:
-    __slots__ = ("ttft", "per_token", "window", "samples")
+    __slots__ = ("per_token", "samples", "ttft", "window")
 
     def __init__(self, prior: tuple[float, float], window: int) -> None:
         self.ttft, self.per_token = prior

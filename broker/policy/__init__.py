@@ -39,11 +39,11 @@ from .schema import (
 )
 
 __all__ = [
+    "JURISDICTIONS",
     "Budget",
     "Catalog",
     "CatalogEntry",
     "CircuitSettings",
-    "JURISDICTIONS",
     "Jurisdictions",
     "LatencySLO",
     "MeteringSettings",

@@ -21,7 +21,7 @@ from broker.types import ChatRequest
 from .decision import Verdict
 from .schema import TenantPolicy
 
-__all__ = ["CallContext", "FILTERS"]
+__all__ = ["FILTERS", "CallContext"]
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from ..routes import Lifecycle, Price
 
 __all__ = [
+    "JURISDICTIONS",
     "Budget",
     "CapabilitiesPatch",
     "CatalogDoc",
     "CircuitSettings",
     "DeploymentSpec",
-    "JURISDICTIONS",
     "Jurisdiction",
     "LatencySLO",
     "LifecyclePatch",

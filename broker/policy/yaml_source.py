@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from ..errors import PolicyIssue
 
 __all__ = [
-    "LineIndex",
     "MAX_ALIAS_EXPANSIONS",
     "MAX_NODES",
+    "LineIndex",
     "Where",
     "expand_env",
     "issues_from_validation",
@@ -72,9 +72,7 @@ class LineIndex:
         """The deepest known location along `path`; steps that do not exist are skipped."""
         best, node = default, root
         for step in path:
-            if isinstance(node, dict) and step in node:
-                pass
-            elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            if (isinstance(node, dict) and step in node) or (isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)):
                 pass
             else:
                 continue

@@ -83,7 +83,7 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 def totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Sum of the metric columns over rows (cost: sum of known costs, None if none known)."""
-    out: dict[str, Any] = {k: 0 for k in METRIC_KEYS}
+    out: dict[str, Any] = dict.fromkeys(METRIC_KEYS, 0)
     known: list[Decimal] = []
     for row in rows:
         for k in METRIC_KEYS:

@@ -10,8 +10,8 @@ from .server import Answer, Emulator, Fault, Recorded, Reply, TokenCount, count_
 from .suite import EMULATORS, EmulatorSuite
 
 __all__ = [
-    "Answer",
     "EMULATORS",
+    "Answer",
     "Emulator",
     "EmulatorSuite",
     "Fault",
