@@ -28,28 +28,32 @@ from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from pydantic import ConfigDict, Field
+
 from broker.adapter import AdapterBase, require
 from broker.errors import (
     AuthError,
     ModelNotAvailable,
-    PolicyError,
     ProtocolError,
     ProviderError,
     Timeout,
     Unavailable,
 )
-from broker.routes import Capabilities, Route
+from broker.routes import OptionProblem, Route, RouteOptions
 from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
 from .http_errors import error_for_status
+from .wire_checks import PARSE_FAILURES, raised_in
 
-__all__ = ["AzureAdapter", "from_provider_response", "to_provider_request"]
+__all__ = ["AzureAdapter", "AzureOptions", "from_provider_response", "to_provider_request"]
 
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 _SDK_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice")
 _REQUEST_ID_HEADERS = ("apim-request-id", "x-request-id", "x-ms-request-id")
+#: the SDK's model builders: a bare exception raised in them means the answer was not an object
+_SDK_PARSERS = ("azure/ai/inference/_model_base.py", "azure/ai/inference/models/_patch.py")
 
 
 # ---------------------------------------------------------------------- pure translation
@@ -83,8 +87,12 @@ def to_provider_request(request: ChatRequest, deployment: str, *, stream: bool =
 def from_provider_response(
     body: Mapping[str, Any], *, provider: str, route_id: str, request_id: str | None = None
 ) -> ChatResponse:
-    """A `ChatCompletions` (as its wire dict) -> `ChatResponse`; a filtered answer raises."""
-    response = openai_shape.response_from_body(body, provider=provider, route_id=route_id)
+    """A `ChatCompletions` (as its wire dict) -> `ChatResponse`; a filtered or malformed answer raises."""
+    try:
+        response = openai_shape.response_from_body(body, provider=provider, route_id=route_id)
+    except ProviderError as exc:
+        exc.request_id = request_id or exc.request_id  # the service's request id, as on every other error
+        raise
     return replace(response, provider_request_id=request_id or response.provider_request_id)
 
 
@@ -92,7 +100,11 @@ def stream_events(
     update: Mapping[str, Any], *, provider: str, route_id: str, request_id: str | None = None
 ) -> list[StreamEvent]:
     """One `StreamingChatCompletionsUpdate` (as its wire dict) -> broker stream events."""
-    events = list(openai_shape.events_from_chunk(update, provider=provider, route_id=route_id))
+    try:
+        events = list(openai_shape.events_from_chunk(update, provider=provider, route_id=route_id))
+    except ProviderError as exc:
+        exc.request_id = request_id or exc.request_id
+        raise
     if request_id:
         events = [replace(e, provider_request_id=request_id) for e in events]
     return events
@@ -121,11 +133,27 @@ def _is_loopback_http(url: str) -> bool:
 # ---------------------------------------------------------------------- the adapter
 
 
+class AzureOptions(RouteOptions):
+    """Options of an Azure AI Foundry route."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_version: str | None = Field(default=None, min_length=1)
+    """The API version the SDK sends; unset: the SDK's default."""
+    credential_scopes: list[str] | None = None
+    """Entra ID token scopes; unset: the Cognitive Services scope."""
+
+    def check(self, route: Route) -> Iterator[OptionProblem]:
+        if not route.endpoint:
+            yield OptionProblem("endpoint", "an azure route needs `endpoint:` "
+                                "(e.g. https://<resource>.services.ai.azure.com/models)")
+
+
 class AzureAdapter(AdapterBase):
     """Azure AI Foundry deployments through `azure.ai.inference.ChatCompletionsClient` (sync + aio)."""
 
     provider: ClassVar[str] = "azure"
-    capabilities: ClassVar[Capabilities] = Capabilities(vision=True)
+    options: ClassVar[type[RouteOptions]] = AzureOptions
 
     def __init__(
         self,
@@ -137,11 +165,7 @@ class AzureAdapter(AdapterBase):
         async_client: Any = None,
     ) -> None:
         super().__init__(route, http=http)
-        if not route.endpoint and client is None:
-            raise PolicyError(
-                f"route {route.id!r}: an azure route needs `endpoint:` "
-                "(e.g. https://<resource>.services.ai.azure.com/models)"
-            )
+        self.opts = AzureOptions.for_route(route, check=client is None)
         self._inference: Any = require(
             "azure.ai.inference", provider="azure", package="azure-ai-inference", extra="azure"
         )
@@ -154,6 +178,7 @@ class AzureAdapter(AdapterBase):
             "azure.core.credentials", provider="azure", package="azure-core", extra="azure"
         )
         key = route.api_key(required=True)
+        self.redact_secrets(key)
         if key is not None:
             self._credential = credentials.AzureKeyCredential(key)
         self._token_auth = not isinstance(self._credential, credentials.AzureKeyCredential)
@@ -170,7 +195,6 @@ class AzureAdapter(AdapterBase):
     # ------------------------------------------------------------------ construction
 
     def _client_kwargs(self, credential: Any) -> dict[str, Any]:
-        options = self.route.options
         kwargs: dict[str, Any] = {
             "endpoint": self.route.endpoint,
             "credential": credential,
@@ -178,10 +202,10 @@ class AzureAdapter(AdapterBase):
             "connection_timeout": self.route.connect_timeout_s,
             "read_timeout": self.route.timeout_s,
         }
-        if options.get("api_version"):
-            kwargs["api_version"] = str(options["api_version"])
+        if self.opts.api_version:
+            kwargs["api_version"] = self.opts.api_version
         if self._token_auth:
-            kwargs["credential_scopes"] = list(options.get("credential_scopes") or [ENTRA_SCOPE])
+            kwargs["credential_scopes"] = list(self.opts.credential_scopes or [ENTRA_SCOPE])
         return kwargs
 
     def _sync_credential(self) -> Any:
@@ -240,6 +264,12 @@ class AzureAdapter(AdapterBase):
             raise ProtocolError(
                 f"unreadable answer: {type(exc).__name__}", request_id=_request_id(seen), **ctx
             ) from exc
+        except PARSE_FAILURES as exc:  # the SDK's model builder, handed JSON that is not an object
+            if not raised_in(exc, _SDK_PARSERS):
+                raise
+            raise ProtocolError(
+                f"unreadable answer: {type(exc).__name__} in the SDK's parser", request_id=_request_id(seen), **ctx
+            ) from exc
 
     def _status_error(self, exc: Any) -> ProviderError:
         ctx = self.error_context()
@@ -271,9 +301,25 @@ class AzureAdapter(AdapterBase):
 
     # ------------------------------------------------------------------ calls
 
-    def _hook(self, seen: dict[str, str]) -> Callable[[Any], None]:
+    def _hook(self, seen: dict[str, str], stream: bool) -> Callable[[Any], None]:
+        """Keeps the answer's headers; refuses a whole answer whose body is not UTF-8.
+
+        azure-core decodes a body without a `charset` with replacement characters, so bytes that
+        are not UTF-8 would otherwise reach the caller as a quiet success.  (Streams are decoded
+        strictly by the SDK's own SSE reader.)
+        """
         def hook(pipeline_response: Any) -> None:
-            seen.update(pipeline_response.http_response.headers)
+            response = pipeline_response.http_response
+            seen.update(response.headers)
+            if stream or not 200 <= (response.status_code or 0) < 300:
+                return
+            try:
+                response.body().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(
+                    "unreadable answer: the body is not valid UTF-8", request_id=_request_id(seen),
+                    **self.error_context(),
+                ) from exc
 
         return hook
 
@@ -281,25 +327,20 @@ class AzureAdapter(AdapterBase):
         return {
             **to_provider_request(request, self.route.model_id, stream=stream),
             **self._call_kwargs,
-            "raw_response_hook": self._hook(seen),
+            "raw_response_hook": self._hook(seen, stream),
         }
 
     def _result(self, result: Any, seen: dict[str, str]) -> ChatResponse:
-        return from_provider_response(result.as_dict(), request_id=_request_id(seen), **self.error_context())
-
-    def _events(self, update: Any, seen: dict[str, str], state: dict[str, bool]) -> list[StreamEvent]:
-        events = stream_events(update.as_dict(), request_id=_request_id(seen), **self.error_context())
-        if any(e.finish_reason for e in events):
-            state["finished"] = True
-        return events
-
-    def _check_complete(self, state: dict[str, bool], seen: dict[str, str]) -> None:
-        if not state.get("finished"):
+        as_dict = getattr(result, "as_dict", None)
+        if not callable(as_dict):  # the SDK hands back a body that is not a JSON object as it is
             raise ProtocolError(
-                "stream ended before the answer was complete",
-                request_id=_request_id(seen),
-                **self.error_context(),
+                f"unreadable answer: the body is a JSON {type(result).__name__}, not an object",
+                request_id=_request_id(seen), **self.error_context(),
             )
+        return from_provider_response(as_dict(), request_id=_request_id(seen), **self.error_context())
+
+    def _events(self, update: Any, seen: dict[str, str]) -> list[StreamEvent]:
+        return stream_events(update.as_dict(), request_id=_request_id(seen), **self.error_context())
 
     def chat(self, request: ChatRequest) -> ChatResponse:
         seen: dict[str, str] = {}
@@ -308,12 +349,9 @@ class AzureAdapter(AdapterBase):
 
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
         seen: dict[str, str] = {}
-        state: dict[str, bool] = {}
-        with self._mapped_errors(seen):
-            with self._client.complete(**self._kwargs(request, True, seen)) as updates:
-                for update in updates:
-                    yield from self._events(update, seen, state)
-            self._check_complete(state, seen)
+        with self._mapped_errors(seen), self._client.complete(**self._kwargs(request, True, seen)) as updates:
+            for update in updates:
+                yield from self._events(update, seen)
 
     async def achat(self, request: ChatRequest) -> ChatResponse:
         seen: dict[str, str] = {}
@@ -323,14 +361,12 @@ class AzureAdapter(AdapterBase):
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         seen: dict[str, str] = {}
-        state: dict[str, bool] = {}
         with self._mapped_errors(seen):
             client = self._async_client()
             async with await client.complete(**self._kwargs(request, True, seen)) as updates:
                 async for update in updates:
-                    for event in self._events(update, seen, state):
+                    for event in self._events(update, seen):
                         yield event
-            self._check_complete(state, seen)
 
     # ------------------------------------------------------------------ closing
 

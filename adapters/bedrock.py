@@ -8,8 +8,9 @@ chain (environment, shared files, SSO, container/instance roles) of a default bo
 options: `profile` (an AWS profile name), `max_pool_connections` (default 50).
 
 botocore's own retries are off (`total_max_attempts=1`): the broker retries.  The async twins run
-the sync boto3 calls in the adapter's worker threads (as many as pooled connections).  Llama 4 model ids cannot stream on Bedrock, so `stream`
-falls back to one Converse call for them and yields the whole answer as one delta.
+the sync boto3 calls in the adapter's worker threads (as many as pooled connections).  Llama 4
+model ids cannot stream on Bedrock, so `stream` falls back to one Converse call for them and
+yields the whole answer as one delta.
 
 Every botocore, urllib3 and service error is mapped here, in `_mapped_errors`, the only code that
 touches their types.  Service error codes (compared case-insensitively, so the lower-camel codes
@@ -48,6 +49,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from pydantic import ConfigDict, Field
+
 from broker.adapter import AdapterBase, require
 from broker.errors import (
     AuthError,
@@ -56,21 +59,54 @@ from broker.errors import (
     CredentialsError,
     InvalidRequest,
     ModelNotAvailable,
-    PolicyError,
     ProtocolError,
     ProviderError,
     Throttled,
     Timeout,
     Unavailable,
 )
-from broker.routes import Capabilities, Route
+from broker.routes import OptionProblem, Route, RouteOptions
 from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import bedrock_shape
 from .http_errors import error_for_status, retry_after_seconds
+from .wire_checks import PARSE_FAILURES, raised_in
 
-__all__ = ["BEDROCK_ERROR_CODES", "BedrockAdapter", "error_from_code"]
+__all__ = ["BEDROCK_ERROR_CODES", "BedrockAdapter", "BedrockOptions", "error_from_code"]
+
+#: Geographic inference-profile prefix -> the source regions it can be called from (by name prefix).
+_PROFILE_SOURCE_REGIONS: dict[str, tuple[str, ...]] = {
+    "us.": ("us-",),
+    "us-gov.": ("us-gov-",),
+    "ca.": ("ca-",),
+    "eu.": ("eu-",),
+    "apac.": ("ap-",),
+    "jp.": ("ap-northeast-1", "ap-northeast-3"),
+    "au.": ("ap-southeast-2", "ap-southeast-4"),
+}
+
+
+class BedrockOptions(RouteOptions):
+    """Options of a Bedrock route."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str | None = Field(default=None, min_length=1)
+    """An AWS shared-config profile; unset: the default credential chain."""
+    max_pool_connections: int = Field(default=50, ge=1)
+    """botocore's connection pool size, and the worker threads of the async twins."""
+
+    def check(self, route: Route) -> Iterator[OptionProblem]:
+        if not route.region:
+            yield OptionProblem("region", "a bedrock route needs `region:` (e.g. us-east-2)")
+
+    def notes(self, route: Route) -> Iterator[OptionProblem]:
+        tail = route.model_id.rsplit("/", 1)[-1] if route.model_id.startswith("arn:") else route.model_id
+        for prefix, sources in _PROFILE_SOURCE_REGIONS.items():
+            if tail.startswith(prefix) and route.region and not route.region.startswith(sources):
+                yield OptionProblem("model_id", f"inference profile {tail!r} is a {prefix.rstrip('.')} profile, "
+                                                f"but the route calls it from region {route.region!r}")
 
 #: Bedrock error code (lower-cased) -> broker error.  See the table in the module docstring.
 BEDROCK_ERROR_CODES: dict[str, type[ProviderError]] = {
@@ -156,23 +192,27 @@ def _resolve(target: str) -> type[BaseException] | None:
     return found if isinstance(found, type) and issubclass(found, BaseException) else None
 
 
+#: botocore's response and event-stream parsers: a bare exception raised in them means the answer
+#: was not Bedrock's format (a JSON list where an object belongs, bytes that are not UTF-8).
+_PARSER_FILES = ("botocore/parsers.py", "botocore/eventstream.py")
+
+
 class BedrockAdapter(AdapterBase):
     """Llama on AWS Bedrock through boto3's `bedrock-runtime` client (Converse / ConverseStream)."""
 
     provider: ClassVar[str] = "bedrock"
-    capabilities: ClassVar[Capabilities] = Capabilities(vision=True, json_mode=True, max_output_tokens=4_096)
+    options: ClassVar[type[RouteOptions]] = BedrockOptions
 
     def __init__(self, route: Route, *, http: HttpClients, client: Any = None) -> None:
         super().__init__(route, http=http)
-        if client is None and not route.region:
-            raise PolicyError(f"route {route.id!r}: a bedrock route needs `region:` (e.g. us-east-2)")
+        self.opts = BedrockOptions.for_route(route, check=client is None)
         self._client = client
         self._owns_client = client is None
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._pool_size = int(route.options.get("max_pool_connections", 50))
-        #: Llama 4 on Bedrock refuses ConverseStream; such routes stream by one Converse call.
-        self.streams_natively = "llama4" not in route.model_id.lower()
+        self._pool_size = self.opts.max_pool_connections
+        #: As the catalog says (Llama 4 on Bedrock refuses ConverseStream): else one Converse call.
+        self.streams_natively = route.capabilities.streaming
 
     # ------------------------------------------------------------------ client
 
@@ -189,21 +229,25 @@ class BedrockAdapter(AdapterBase):
         boto3: Any = require("boto3", provider="bedrock", package="boto3", extra="bedrock")
         config_mod: Any = require("botocore.config", provider="bedrock", package="boto3", extra="bedrock")
         exceptions: Any = importlib.import_module("botocore.exceptions")
-        options = self.route.options
         config = config_mod.Config(
             retries={"total_max_attempts": 1},
             connect_timeout=self.route.connect_timeout_s,
             read_timeout=self.route.timeout_s,
             max_pool_connections=self._pool_size,
         )
-        profile = options.get("profile")
+        profile = self.opts.profile
         try:
             session = boto3.Session(profile_name=profile) if profile else boto3.Session()
         except exceptions.ProfileNotFound as exc:
             raise CredentialsError(f"route {self.route.id!r}: AWS profile {profile!r} is not configured") from exc
-        return session.client(
+        client = session.client(
             "bedrock-runtime", region_name=self.route.region, endpoint_url=self.route.endpoint or None, config=config
         )
+        found = session.get_credentials()  # the chain is resolved and cached by now: no new lookup
+        frozen = found.get_frozen_credentials() if found is not None else None
+        if frozen is not None:
+            self.redact_secrets(frozen.access_key, frozen.secret_key, frozen.token)
+        return client
 
     def _workers(self) -> ThreadPoolExecutor:
         """Threads for the async twins: as many as the client has pooled connections."""
@@ -262,6 +306,10 @@ class BedrockAdapter(AdapterBase):
             found = _resolve(target)
             if found is not None and isinstance(exc, found):
                 return cls(f"{type(exc).__name__}: {exc}"[:_MAX_MESSAGE], request_id=request_id, **ctx)
+        if isinstance(exc, PARSE_FAILURES) and raised_in(exc, _PARSER_FILES):
+            return ProtocolError(
+                f"unreadable answer: botocore could not parse it ({type(exc).__name__})", request_id=request_id, **ctx
+            )
         return None
 
     # ------------------------------------------------------------------ sync

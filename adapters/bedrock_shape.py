@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from urllib.parse import unquote_to_bytes
 
 from broker.errors import ContentFiltered, InvalidRequest, ProtocolError
 from broker.types import ChatRequest, ChatResponse, ImagePart, Message, StreamEvent, ToolCall, ToolCallDelta, Usage
+
+from .wire_checks import Malformed, mapping, optional_list, optional_mapping, optional_str, token_count
 
 __all__ = [
     "JSON_INSTRUCTION",
@@ -53,7 +56,9 @@ __all__ = [
 
 JSON_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 
-_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_IMAGE_FORMATS = {
+    "image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp",
+}
 
 #: Converse stopReason -> OpenAI-style finish_reason.  The filtered and malformed reasons raise instead.
 _FINISH = {
@@ -81,7 +86,9 @@ def image_block(url: str) -> dict[str, Any]:
     mime = header.split(";")[0].strip().lower()
     fmt = _IMAGE_FORMATS.get(mime)
     if not sep or fmt is None:
-        raise InvalidRequest(f"unsupported image data URL type {mime or '?'!r} (png, jpeg, gif, webp)", provider="bedrock")
+        raise InvalidRequest(
+            f"unsupported image data URL type {mime or '?'!r} (png, jpeg, gif, webp)", provider="bedrock"
+        )
     try:
         raw = base64.b64decode(data, validate=True) if ";base64" in header else unquote_to_bytes(data)
     except (binascii.Error, ValueError) as exc:
@@ -203,57 +210,89 @@ def finish_reason_for(stop_reason: Any, *, provider: str, route_id: str, request
     return _FINISH.get(reason, reason)
 
 
-def usage_from(raw: Mapping[str, Any] | None) -> Usage | None:
-    """Converse `usage` -> `Usage`.
+def usage_from(raw: Any) -> Usage | None:
+    """Converse `usage` -> `Usage`; None when the answer has none.
 
     Bedrock counts cache reads and writes apart from `inputTokens`; the broker's `input_tokens`
     includes them (with reads also in `cached_input_tokens`), so prices apply to every prompt token.
+    Raises `Malformed` when a count is missing or is not an integer.
     """
     if raw is None:
         return None
-    read = int(raw.get("cacheReadInputTokens") or 0)
-    write = int(raw.get("cacheWriteInputTokens") or 0)
+    usage = mapping(raw, "usage")
+    for name in ("inputTokens", "outputTokens"):
+        if usage.get(name) is None:
+            raise Malformed(f"usage.{name} is missing")
+    read = token_count(usage.get("cacheReadInputTokens"), "usage.cacheReadInputTokens")
+    write = token_count(usage.get("cacheWriteInputTokens"), "usage.cacheWriteInputTokens")
     return Usage(
-        input_tokens=int(raw["inputTokens"]) + read + write,
-        output_tokens=int(raw["outputTokens"]),
+        input_tokens=token_count(usage["inputTokens"], "usage.inputTokens") + read + write,
+        output_tokens=token_count(usage["outputTokens"], "usage.outputTokens"),
         cached_input_tokens=read,
     )
 
 
 def _latency(metrics: Any) -> float | None:
     value = metrics.get("latencyMs") if isinstance(metrics, Mapping) else None
-    return float(value) if value is not None else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None  # an informational figure: an odd one is left out, never a reason to fail
+    return float(value)
 
 
-def from_provider_response(raw: Mapping[str, Any], *, provider: str, route_id: str) -> ChatResponse:
-    """A Converse answer (as boto3 returns it) -> `ChatResponse`; unreadable -> `ProtocolError`."""
-    request_id = (raw.get("ResponseMetadata") or {}).get("RequestId") if isinstance(raw, Mapping) else None
+def _stop_reason(value: Any, name: str) -> str:
+    reason = optional_str(value, name)
+    if not reason:
+        raise Malformed(f"{name} is missing")
+    return reason
+
+
+def _content(raw: Any) -> tuple[str, tuple[ToolCall, ...]]:
+    """The text and tool calls of a Converse message's content blocks."""
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for i, item in enumerate(optional_list(raw, "output.message.content") or ()):
+        where = f"output.message.content[{i}]"
+        block = mapping(item, where)
+        if "text" in block:
+            texts.append(optional_str(block["text"], f"{where}.text") or "")
+        elif "toolUse" in block:
+            use = mapping(block["toolUse"], f"{where}.toolUse")
+            call_id = optional_str(use.get("toolUseId"), f"{where}.toolUse.toolUseId")
+            name = optional_str(use.get("name"), f"{where}.toolUse.name")
+            if not call_id or not name:
+                raise Malformed(f"{where}.toolUse has no toolUseId or name")
+            calls.append(ToolCall(id=call_id, name=name, arguments=json.dumps(use.get("input", {}))))
+    return "".join(texts), tuple(calls)
+
+
+def from_provider_response(raw: Any, *, provider: str, route_id: str) -> ChatResponse:
+    """A Converse answer (as boto3 returns it) -> `ChatResponse`.
+
+    Anything that is not a well-formed answer is a `ProtocolError`: no output message, content
+    that is not a list of blocks, a text block that is not a string, no `stopReason`, a usage
+    count that is not an integer.  An answer without `usage` is read with an estimated usage.
+    """
+    meta = raw.get("ResponseMetadata") if isinstance(raw, Mapping) else None
+    request_id = meta.get("RequestId") if isinstance(meta, Mapping) else None
     try:
-        content = raw["output"]["message"]["content"]
-        stop_reason = raw["stopReason"]
-        usage = usage_from(raw["usage"])
-        texts: list[str] = []
-        calls: list[ToolCall] = []
-        for block in content:
-            if "text" in block:
-                texts.append(str(block["text"]))
-            elif "toolUse" in block:
-                use = block["toolUse"]
-                calls.append(ToolCall(id=str(use["toolUseId"]), name=str(use["name"]),
-                                      arguments=json.dumps(use.get("input", {}))))
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        answer = mapping(raw, "the answer")
+        output = mapping(answer.get("output"), "output")
+        message = mapping(output.get("message"), "output.message")
+        text, calls = _content(message.get("content"))
+        stop_reason = _stop_reason(answer.get("stopReason"), "stopReason")
+        usage = usage_from(answer.get("usage"))
+    except Malformed as exc:
         raise ProtocolError(
-            f"unreadable Converse answer: {type(exc).__name__} {exc}",
-            provider=provider, route_id=route_id, request_id=request_id,
+            f"unreadable Converse answer: {exc}", provider=provider, route_id=route_id, request_id=request_id
         ) from exc
     finish = finish_reason_for(stop_reason, provider=provider, route_id=route_id, request_id=request_id)
     return ChatResponse(
-        text="".join(texts),
-        tool_calls=tuple(calls),
+        text=text,
+        tool_calls=calls,
         finish_reason=finish,
         usage=usage if usage is not None else Usage(estimated=True),
         provider_request_id=request_id,
-        provider_latency_ms=_latency(raw.get("metrics")),
+        provider_latency_ms=_latency(answer.get("metrics")),
     )
 
 
@@ -281,7 +320,6 @@ class StreamState:
     provider: str
     route_id: str
     request_id: str | None = None
-    stopped: bool = False
     metadata: bool = False
     tool_index: dict[int, int] = field(default_factory=dict)
 
@@ -293,49 +331,74 @@ class StreamState:
             self.tool_index[block_index] = len(self.tool_index)
         return self.tool_index[block_index]
 
-    def events(self, event: Mapping[str, Any]) -> list[StreamEvent]:
-        """One botocore stream event (`{"contentBlockDelta": {...}}` etc.) -> broker stream events."""
-        rid = self.request_id
+    def events(self, event: Any) -> list[StreamEvent]:
+        """One botocore stream event (`{"contentBlockDelta": {...}}` etc.) -> broker stream events.
+
+        An event of the wrong shape (a delta that is missing or null, text that is not a string,
+        a `messageStop` without `stopReason`, a usage count that is not an integer) is a
+        `ProtocolError`; a `metadata` event without usage leaves the usage to be estimated.
+        """
         try:
-            if "contentBlockDelta" in event:
-                body = event["contentBlockDelta"]
-                delta = body.get("delta") or {}
-                if "text" in delta:
-                    return [StreamEvent(text=str(delta["text"]), provider_request_id=rid)] if delta["text"] else []
-                if "toolUse" in delta:
-                    piece = ToolCallDelta(self._tool(int(body.get("contentBlockIndex", 0))),
-                                          arguments=str(delta["toolUse"].get("input") or ""))
-                    return [StreamEvent(tool_calls=(piece,), provider_request_id=rid)]
-                return []  # reasoning, citations: not part of a Llama chat answer
-            if "contentBlockStart" in event:
-                body = event["contentBlockStart"]
-                use = (body.get("start") or {}).get("toolUse")
-                if not use:
-                    return []
-                piece = ToolCallDelta(self._tool(int(body.get("contentBlockIndex", 0))),
-                                      id=str(use["toolUseId"]), name=str(use["name"]))
+            return self._read(mapping(event, "the event"))
+        except Malformed as exc:
+            raise ProtocolError(f"unreadable ConverseStream event: {exc}", **self._ctx()) from exc
+
+    def _index(self, body: Mapping[str, Any], name: str) -> int:
+        value = body.get("contentBlockIndex", 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Malformed(f"{name}.contentBlockIndex is not an integer")
+        return self._tool(value)
+
+    def _read(self, event: Mapping[str, Any]) -> list[StreamEvent]:
+        rid = self.request_id
+        if "contentBlockDelta" in event:
+            body = mapping(event["contentBlockDelta"], "contentBlockDelta")
+            delta = body.get("delta")
+            if not delta:
+                raise Malformed("contentBlockDelta has no delta")
+            delta = mapping(delta, "contentBlockDelta.delta")
+            if "text" in delta:
+                text = optional_str(delta["text"], "contentBlockDelta.delta.text")
+                return [StreamEvent(text=text, provider_request_id=rid)] if text else []
+            if "toolUse" in delta:
+                use = mapping(delta["toolUse"], "contentBlockDelta.delta.toolUse")
+                arguments = optional_str(use.get("input"), "contentBlockDelta.delta.toolUse.input") or ""
+                piece = ToolCallDelta(self._index(body, "contentBlockDelta"), arguments=arguments)
                 return [StreamEvent(tool_calls=(piece,), provider_request_id=rid)]
-            if "messageStop" in event:
-                self.stopped = True
-                finish = finish_reason_for(event["messageStop"]["stopReason"], **self._ctx())
-                return [StreamEvent(finish_reason=finish, provider_request_id=rid)]
-            if "metadata" in event:
-                body = event["metadata"]
-                usage = usage_from(body["usage"])
-                self.metadata = True
-                if usage is None:
-                    return []
-                return [StreamEvent(usage=usage, provider_request_id=rid,
-                                    provider_latency_ms=_latency(body.get("metrics")))]
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise ProtocolError(f"unreadable ConverseStream event: {type(exc).__name__} {exc}", **self._ctx()) from exc
+            return []  # reasoning, citations: not part of a Llama chat answer
+        if "contentBlockStart" in event:
+            body = mapping(event["contentBlockStart"], "contentBlockStart")
+            start = optional_mapping(body.get("start"), "contentBlockStart.start") or {}
+            if start.get("toolUse") is None:
+                return []
+            use = mapping(start["toolUse"], "contentBlockStart.start.toolUse")
+            call_id = optional_str(use.get("toolUseId"), "contentBlockStart.start.toolUse.toolUseId")
+            name = optional_str(use.get("name"), "contentBlockStart.start.toolUse.name")
+            if not call_id or not name:
+                raise Malformed("contentBlockStart.start.toolUse has no toolUseId or name")
+            piece = ToolCallDelta(self._index(body, "contentBlockStart"), id=call_id, name=name)
+            return [StreamEvent(tool_calls=(piece,), provider_request_id=rid)]
+        if "messageStop" in event:
+            body = mapping(event["messageStop"], "messageStop")
+            reason = _stop_reason(body.get("stopReason"), "messageStop.stopReason")
+            return [StreamEvent(finish_reason=finish_reason_for(reason, **self._ctx()), provider_request_id=rid)]
+        if "metadata" in event:
+            body = mapping(event["metadata"], "metadata")
+            usage = usage_from(body.get("usage"))
+            self.metadata = True
+            if usage is None:
+                return []
+            latency = _latency(body.get("metrics"))
+            return [StreamEvent(usage=usage, provider_request_id=rid, provider_latency_ms=latency)]
         return []  # messageStart, contentBlockStop
 
     def check_complete(self) -> None:
-        """A stream that ended before `messageStop` and `metadata` is a `ProtocolError`."""
-        if not (self.stopped and self.metadata):
-            missing = "messageStop" if not self.stopped else "metadata"
-            raise ProtocolError(f"ConverseStream ended before its {missing} event", **self._ctx())
+        """A stream that ended before its `metadata` event (usage, latency) is a `ProtocolError`.
+
+        One without `messageStop` has no finish reason, which the core refuses for every provider.
+        """
+        if not self.metadata:
+            raise ProtocolError("ConverseStream ended before its metadata event", **self._ctx())
 
 
 _CONTEXT = re.compile(

@@ -25,13 +25,15 @@ from `usage`, or from `x_groq.usage` on a stream's final chunk) and `provider_la
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any, ClassVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict
 
 from broker.adapter import AdapterBase, require
 from broker.errors import (
@@ -43,7 +45,7 @@ from broker.errors import (
     Timeout,
     Unavailable,
 )
-from broker.routes import Capabilities, Route
+from broker.routes import EnvRef, OptionProblem, Route, RouteOptions
 from broker.transport import HttpClients, timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
@@ -52,6 +54,7 @@ from .http_errors import error_for_status, error_message, retry_after_seconds
 
 __all__ = [
     "GroqAdapter",
+    "GroqOptions",
     "from_provider_response",
     "rate_limits_from",
     "stream_events",
@@ -81,9 +84,15 @@ def to_provider_request(request: ChatRequest, model_id: str, *, stream: bool = F
     return body
 
 
-def timings_from(usage: Mapping[str, Any] | None) -> dict[str, float]:
-    """Groq's timing fields of a usage object, in seconds (only those it sent)."""
-    return {k: float(usage[k]) for k in TIMING_FIELDS if usage and usage.get(k) is not None}
+def timings_from(usage: Any) -> dict[str, float]:
+    """Groq's timing fields of a usage object, in seconds (only those it sent as numbers)."""
+    if not isinstance(usage, Mapping):
+        return {}
+    return {
+        k: float(v)
+        for k in TIMING_FIELDS
+        if isinstance(v := usage.get(k), int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def rate_limits_from(headers: Mapping[str, str] | None) -> dict[str, float]:
@@ -93,10 +102,8 @@ def rate_limits_from(headers: Mapping[str, str] | None) -> dict[str, float]:
     for name in _RATE_LIMIT_COUNTS:
         value = lower.get(f"x-ratelimit-{name}")
         if value is not None:
-            try:
+            with suppress(ValueError):
                 out["ratelimit_" + name.replace("-", "_")] = float(value)
-            except ValueError:
-                pass
     for name in _RATE_LIMIT_RESETS:
         value = lower.get(f"x-ratelimit-{name}")
         seconds = retry_after_seconds({"retry-after": value}) if value else None
@@ -122,8 +129,22 @@ def throttle_wait(headers: Mapping[str, str]) -> float | None:
     return min(resets.values()) if resets else None
 
 
+def _x_groq(body: Mapping[str, Any], *, provider: str, route_id: str) -> Mapping[str, Any]:
+    """The `x_groq` member of an answer or chunk ({} when absent); any other shape is a `ProtocolError`."""
+    x_groq = body.get("x_groq")
+    if x_groq is None:
+        return {}
+    if not isinstance(x_groq, Mapping):
+        raise ProtocolError("unreadable answer: x_groq is not an object", provider=provider, route_id=route_id)
+    return x_groq
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _with_timings(
-    usage_raw: Mapping[str, Any] | None, extra: Mapping[str, float]
+    usage_raw: Any, extra: Mapping[str, float]
 ) -> tuple[dict[str, float] | None, float | None]:
     timings = {**timings_from(usage_raw), **extra}
     total = timings.get("total_time")
@@ -135,9 +156,9 @@ def from_provider_response(
 ) -> ChatResponse:
     """A Groq `ChatCompletion` (as a dict) and its headers -> `ChatResponse` with timings kept."""
     response = openai_shape.response_from_body(body, provider=provider, route_id=route_id)
-    x_groq = body.get("x_groq") or {}
+    x_groq = _x_groq(body, provider=provider, route_id=route_id)
     timings, latency = _with_timings(body.get("usage") or x_groq.get("usage"), rate_limits_from(headers))
-    request_id = (headers or {}).get("x-request-id") or x_groq.get("id") or response.provider_request_id
+    request_id = (headers or {}).get("x-request-id") or _text(x_groq.get("id")) or response.provider_request_id
     return replace(
         response, provider_request_id=request_id, provider_timings=timings, provider_latency_ms=latency
     )
@@ -152,13 +173,15 @@ def stream_events(
     rate_limits: Mapping[str, float] | None = None,
 ) -> list[StreamEvent]:
     """One Groq stream chunk -> broker events; the usage event carries the timings."""
-    x_groq = chunk.get("x_groq") or {}
+    if not isinstance(chunk, Mapping):
+        raise ProtocolError("unreadable stream chunk: not a JSON object", provider=provider, route_id=route_id)
+    x_groq = _x_groq(chunk, provider=provider, route_id=route_id)
     if x_groq.get("error"):
         raise Unavailable(
             f"stream stopped early: {x_groq['error']}",
             provider=provider,
             route_id=route_id,
-            request_id=request_id or x_groq.get("id"),
+            request_id=request_id or _text(x_groq.get("id")),
         )
     usage_raw = chunk.get("usage") or x_groq.get("usage")
     if usage_raw and not chunk.get("usage"):
@@ -177,25 +200,45 @@ def stream_events(
 # ---------------------------------------------------------------------- the adapter
 
 
+class GroqOptions(RouteOptions):
+    """Options of a Groq route: none of its own; the key comes from `api_key_env` (`GROQ_API_KEY`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @staticmethod
+    def key_env(route: Route) -> str:
+        return route.api_key_env or DEFAULT_KEY_ENV
+
+    def check(self, route: Route) -> Iterator[OptionProblem]:
+        if route.api_key_env and route.api_key_env.startswith("gsk_"):
+            yield OptionProblem("api_key_env", "api_key_env holds what looks like a Groq API key; "
+                                "name the environment variable that holds it instead")
+
+    def env_refs(self, route: Route) -> Iterator[EnvRef]:
+        yield EnvRef("api_key_env", self.key_env(route))
+
+
 class GroqAdapter(AdapterBase):
     """Groq's chat completions through `groq.Groq` / `groq.AsyncGroq`."""
 
     provider: ClassVar[str] = "groq"
-    capabilities: ClassVar[Capabilities] = Capabilities(vision=True)
+    options: ClassVar[type[RouteOptions]] = GroqOptions
 
     def __init__(
         self, route: Route, *, http: HttpClients, client: Any = None, async_client: Any = None
     ) -> None:
         super().__init__(route, http=http)
+        self.opts = GroqOptions.for_route(route)
         self._groq: Any = require("groq", provider="groq", package="groq", extra="groq")
         self._client = client
         self._aclient = async_client
         self._key: str | None = None
         if client is None or async_client is None:
-            env = route.api_key_env or DEFAULT_KEY_ENV
+            env = self.opts.key_env(route)
             self._key = os.environ.get(env)
             if not self._key:
                 raise CredentialsError(f"route {route.id!r}: environment variable {env} is not set")
+            self.redact_secrets(self._key)
         base = (route.endpoint or DEFAULT_BASE_URL).rstrip("/")
         self._base_url = base.removesuffix("/openai/v1")
         self._timeout = timeout_for(route.timeout_s, route.connect_timeout_s)
@@ -276,23 +319,30 @@ class GroqAdapter(AdapterBase):
 
     # ------------------------------------------------------------------ calls
 
-    def _parse(self, completion: Any, headers: Mapping[str, str]) -> ChatResponse:
-        return from_provider_response(completion.model_dump(), headers=headers, **self.error_context())
+    def _wire(self, parsed: Any) -> dict[str, Any]:
+        """What the SDK parsed, as the wire dict it came from.
 
-    def _events(self, chunk: Any, headers: Mapping[str, str], state: dict[str, bool]) -> list[StreamEvent]:
-        events = stream_events(
-            chunk.model_dump(),
+        The SDK builds its models without validation (`construct`): fields keep the types they
+        had on the wire, for the shape functions to check, and a body that is not a JSON object
+        comes back as a `str` (a text or HTML page) or a `list`, which is a `ProtocolError` here.
+        """
+        if not isinstance(parsed, BaseModel):
+            raise ProtocolError(
+                f"unreadable answer: the body is a JSON {type(parsed).__name__}, not an object", **self.error_context()
+            )
+        wire: dict[str, Any] = parsed.model_dump(by_alias=True, exclude_unset=True, warnings=False)
+        return wire
+
+    def _parse(self, completion: Any, headers: Mapping[str, str]) -> ChatResponse:
+        return from_provider_response(self._wire(completion), headers=headers, **self.error_context())
+
+    def _events(self, chunk: Any, headers: Mapping[str, str]) -> list[StreamEvent]:
+        return stream_events(
+            self._wire(chunk),
             request_id=headers.get("x-request-id"),
             rate_limits=rate_limits_from(headers),
             **self.error_context(),
         )
-        if any(e.finish_reason for e in events):
-            state["finished"] = True
-        return events
-
-    def _check_complete(self, state: dict[str, bool]) -> None:
-        if not state.get("finished"):
-            raise ProtocolError("stream ended before the answer was complete", **self.error_context())
 
     def chat(self, request: ChatRequest) -> ChatResponse:
         with self._mapped_errors():
@@ -302,7 +352,6 @@ class GroqAdapter(AdapterBase):
             return self._parse(raw.parse(), raw.headers)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
-        state: dict[str, bool] = {}
         with self._mapped_errors():
             raw = self._sync().chat.completions.with_raw_response.create(
                 **to_provider_request(request, self.route.model_id, stream=True)
@@ -310,10 +359,9 @@ class GroqAdapter(AdapterBase):
             chunks = raw.parse()
             try:
                 for chunk in chunks:
-                    yield from self._events(chunk, raw.headers, state)
+                    yield from self._events(chunk, raw.headers)
             finally:
                 chunks.close()
-            self._check_complete(state)
 
     async def achat(self, request: ChatRequest) -> ChatResponse:
         with self._mapped_errors():
@@ -323,7 +371,6 @@ class GroqAdapter(AdapterBase):
             return self._parse(await raw.parse(), raw.headers)
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        state: dict[str, bool] = {}
         with self._mapped_errors():
             raw = await self._async().chat.completions.with_raw_response.create(
                 **to_provider_request(request, self.route.model_id, stream=True)
@@ -331,10 +378,9 @@ class GroqAdapter(AdapterBase):
             chunks = await raw.parse()
             try:
                 async for chunk in chunks:
-                    for event in self._events(chunk, raw.headers, state):
+                    for event in self._events(chunk, raw.headers):
                         yield event
             finally:
                 await chunks.close()
-            self._check_complete(state)
 
     # Closing: the SDK clients wrap the broker's shared httpx clients, which the broker closes.

@@ -55,9 +55,12 @@ _STATUS_TABLE: dict[int, type[ProviderError]] = {
 
 _CONTEXT_PATTERN = re.compile(
     r"context[ _-]?(length|window)|maximum context|too many tokens|prompt is too long|"
-    r"input (is )?too long|reduce the length|max_model_len",
+    r"input (is )?too long|reduce the length|max_model_len|"
+    r"exceeds the available context size|"  # llama.cpp server, current and older wording
+    r"`?inputs`? tokens \+ `?max_new_tokens`? must be <=|`?inputs`? must have less than \d+ tokens",  # TGI
     re.IGNORECASE,
 )
+_CONTEXT_TYPES = {"exceed_context_size_error"}  # llama.cpp server's error `type`
 _FILTER_CODES = {"content_filter", "content_filtered", "responsibleaipolicyviolation"}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
 
@@ -112,6 +115,11 @@ def _duration(text: str) -> float | None:
     return h * 3600 + m * 60 + s + ms / 1000
 
 
+def _error_type(body: Any) -> str | None:
+    err = body.get("error") if isinstance(body, Mapping) else None
+    return str(err.get("type")) if isinstance(err, Mapping) else None
+
+
 def error_for_status(
     status: int,
     body: Any,
@@ -135,6 +143,6 @@ def error_for_status(
     cls = _STATUS_TABLE.get(status)
     if cls is None:
         cls = Unavailable if status >= 500 else InvalidRequest
-    if cls is InvalidRequest and _CONTEXT_PATTERN.search(message):
+    if cls is InvalidRequest and (_CONTEXT_PATTERN.search(message) or _error_type(body) in _CONTEXT_TYPES):
         cls = ContextTooLong
     return cls(message, retry_after=retry_after_seconds(headers), **kw)

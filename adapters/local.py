@@ -11,32 +11,45 @@ refuse `stream_options`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import ClassVar
 
-from broker.errors import PolicyError
-from broker.routes import Capabilities, Route
+from pydantic import ConfigDict
+
+from broker.routes import OptionProblem, Route, RouteOptions
 from broker.transport import HttpClients
 
 from .openai_http import OpenAIHttpAdapter
 
-__all__ = ["LocalAdapter"]
+__all__ = ["LocalAdapter", "LocalOptions"]
+
+
+class LocalOptions(RouteOptions):
+    """Options of a local runner route."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream_usage: bool = True
+    """Send `stream_options.include_usage`; false for servers that refuse `stream_options`."""
+
+    def check(self, route: Route) -> Iterator[OptionProblem]:
+        if not route.endpoint:
+            yield OptionProblem("endpoint", "a local runner needs `endpoint:` (e.g. http://gpu-box:8000/v1)")
 
 
 class LocalAdapter(OpenAIHttpAdapter):
     """An OpenAI-compatible server on a machine the organisation runs."""
 
     provider: ClassVar[str] = "local"
-    capabilities: ClassVar[Capabilities] = Capabilities(vision=True)
+    options: ClassVar[type[RouteOptions]] = LocalOptions
 
     def __init__(self, route: Route, *, http: HttpClients) -> None:
         super().__init__(route, http=http)
-        if not route.endpoint:
-            raise PolicyError(
-                f"route {route.id!r}: a local runner needs `endpoint:` (e.g. http://gpu-box:8000/v1)"
-            )
-        self._url = route.endpoint.rstrip("/") + "/chat/completions"
-        self.include_stream_usage = bool(route.options.get("stream_usage", True))
+        self.opts = LocalOptions.for_route(route)
+        self._url = (route.endpoint or "").rstrip("/") + "/chat/completions"
+        self.include_stream_usage = self.opts.stream_usage
         key = route.api_key(required=True)
+        self.redact_secrets(key)
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     @property

@@ -29,6 +29,27 @@ __all__ = ["OpenAIHttpAdapter"]
 _DONE = "[DONE]"
 
 
+class _Lines:
+    """Splits a byte stream into lines, each decoded as strict UTF-8.
+
+    httpx's own line iterators decode with replacement characters, which would turn bytes that
+    are not UTF-8 into a quiet success; here they raise `UnicodeDecodeError` (a `ProtocolError`
+    at `_mapped_errors`).  A character split across two network chunks is joined before decoding.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [line.rstrip(b"\r").decode("utf-8") for line in lines]
+
+    def end(self) -> list[str]:
+        rest, self._buffer = self._buffer, b""
+        return [rest.rstrip(b"\r").decode("utf-8")] if rest else []
+
+
 class OpenAIHttpAdapter(AdapterBase):
     """Base for adapters that POST OpenAI-shaped JSON to a chat-completions URL."""
 
@@ -100,21 +121,13 @@ class OpenAIHttpAdapter(AdapterBase):
             result = replace(result, provider_request_id=response.headers["x-request-id"])
         return result
 
-    def _events(self, line: str, state: dict[str, bool]) -> list[StreamEvent]:
+    def _events(self, line: str) -> list[StreamEvent]:
         if not line.startswith("data:"):
             return []
         payload = line[5:].strip()
         if payload == _DONE:
-            state["done"] = True
             return []
-        events = self.chunk_events(json.loads(payload))
-        if any(e.finish_reason for e in events):
-            state["finished"] = True
-        return events
-
-    def _check_complete(self, state: dict[str, bool]) -> None:
-        if not (state.get("done") or state.get("finished")):
-            raise ProtocolError("stream ended before the answer was complete", **self.error_context())
+        return self.chunk_events(json.loads(payload))
 
     # ------------------------------------------------------------------ sync
 
@@ -127,16 +140,17 @@ class OpenAIHttpAdapter(AdapterBase):
             return self._parse(response)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
-        state: dict[str, bool] = {}
-        with self._mapped_errors():
-            with self.http.sync.stream(
-                "POST", self.url, json=self._body(request, True), headers=self.auth_headers(), timeout=self._timeout
-            ) as response:
-                if response.status_code >= 400:
-                    self._raise_for_status(response, response.read())
-                for line in response.iter_lines():
-                    yield from self._events(line, state)
-            self._check_complete(state)
+        with self._mapped_errors(), self.http.sync.stream(
+            "POST", self.url, json=self._body(request, True), headers=self.auth_headers(), timeout=self._timeout
+        ) as response:
+            if response.status_code >= 400:
+                self._raise_for_status(response, response.read())
+            lines = _Lines()
+            for data in response.iter_bytes():
+                for line in lines.feed(data):
+                    yield from self._events(line)
+            for line in lines.end():
+                yield from self._events(line)
 
     # ------------------------------------------------------------------ async
 
@@ -152,7 +166,6 @@ class OpenAIHttpAdapter(AdapterBase):
             return self._parse(response)
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        state: dict[str, bool] = {}
         headers = await self.aauth_headers()
         with self._mapped_errors():
             async with self.http.async_.stream(
@@ -160,7 +173,11 @@ class OpenAIHttpAdapter(AdapterBase):
             ) as response:
                 if response.status_code >= 400:
                     self._raise_for_status(response, await response.aread())
-                async for line in response.aiter_lines():
-                    for event in self._events(line, state):
+                lines = _Lines()
+                async for data in response.aiter_bytes():
+                    for line in lines.feed(data):
+                        for event in self._events(line):
+                            yield event
+                for line in lines.end():
+                    for event in self._events(line):
                         yield event
-            self._check_complete(state)

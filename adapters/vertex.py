@@ -45,6 +45,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from pydantic import ConfigDict, Field
+
 from broker.adapter import require
 from broker.errors import (
     AuthError,
@@ -53,13 +55,12 @@ from broker.errors import (
     CredentialsError,
     InvalidRequest,
     ModelNotAvailable,
-    PolicyError,
     ProviderError,
     Throttled,
     Timeout,
     Unavailable,
 )
-from broker.routes import Capabilities, Route
+from broker.routes import EnvName, EnvRef, OptionProblem, Route, RouteOptions
 from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
@@ -67,8 +68,8 @@ from .http_errors import error_for_status, retry_after_seconds
 from .openai_http import OpenAIHttpAdapter
 
 __all__ = [
-    "CLOUD_PLATFORM_SCOPE", "VertexAdapter", "chat_url", "google_error", "maas_model_id", "safety_settings",
-    "service_base_url",
+    "CLOUD_PLATFORM_SCOPE", "VertexAdapter", "VertexOptions", "chat_url", "google_error", "maas_model_id",
+    "safety_settings", "service_base_url",
 ]
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -184,6 +185,54 @@ def _aiplatform_project() -> str | None:
         return None
 
 
+# --------------------------------------------------------------------------- options
+
+
+class VertexOptions(RouteOptions):
+    """Options of a Vertex AI route.  The location is the route's `region`, never an option of its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project: str | None = Field(default=None, min_length=1)
+    project_env: EnvName | None = None
+    """A variable holding the project, read when `project` is not given."""
+    location: str | None = None
+    """Accepted only when equal to `region` (from which residency is derived)."""
+    endpoint_id: str | None = Field(default=None, min_length=1)
+    """A dedicated Model Garden endpoint; unset: the MaaS endpoint."""
+    api_version: str = Field(default="v1", min_length=1)
+    stream_usage: bool = True
+    quota_project: str | None = None
+    llama_guard: bool | None = None
+    """Turn Llama Guard on or off on MaaS; unset: the service default."""
+    access_token_env: EnvName | None = None
+    """A variable holding a static OAuth2 access token (else `api_key_env`, else ADC)."""
+    credentials_file: str | None = Field(default=None, min_length=1)
+    """A service-account key file."""
+
+    def token_env(self, route: Route) -> str | None:
+        return None if self.credentials_file else (self.access_token_env or route.api_key_env)
+
+    def check(self, route: Route) -> Iterator[OptionProblem]:
+        if not route.region:
+            yield OptionProblem("region", "a Vertex route needs `region:` (its location, e.g. us-east5)")
+        elif self.location not in (None, route.region):
+            yield OptionProblem("options.location", f"options.location {self.location!r} contradicts region "
+                                f"{route.region!r}; the location is the region (residency is derived from it)")
+
+    def notes(self, route: Route) -> Iterator[OptionProblem]:
+        if not self.project and not self.project_env:
+            yield OptionProblem("options", "no options.project: the project comes from the credentials, "
+                                "GOOGLE_CLOUD_PROJECT or application-default credentials at call time")
+
+    def env_refs(self, route: Route) -> Iterator[EnvRef]:
+        token = self.token_env(route)
+        if token:
+            yield EnvRef("options.access_token_env" if self.access_token_env else "api_key_env", token)
+        if self.project_env and not self.project:
+            yield EnvRef("options.project_env", self.project_env)
+
+
 # --------------------------------------------------------------------------- adapter
 
 
@@ -195,7 +244,7 @@ class VertexAdapter(OpenAIHttpAdapter):
     """
 
     provider: ClassVar[str] = "vertex"
-    capabilities: ClassVar[Capabilities] = Capabilities(vision=True)
+    options: ClassVar[type[RouteOptions]] = VertexOptions
 
     def __init__(
         self, route: Route, *, http: HttpClients, credentials: Any = None, auth_request: Any = None
@@ -203,20 +252,15 @@ class VertexAdapter(OpenAIHttpAdapter):
         super().__init__(route, http=http)
         self._google_auth: Any = require("google.auth", provider="vertex", package="google-auth",
                                          extra="vertex")
-        opts = route.options
-        self.endpoint_id: str | None = opts.get("endpoint_id")
-        self.api_version = str(opts.get("api_version", "v1"))
-        self.include_stream_usage = bool(opts.get("stream_usage", True))
-        self.quota_project: str | None = opts.get("quota_project")
-        self._project_env: str | None = opts.get("project_env")
-        self.project: str | None = opts.get("project") or os.environ.get(self._project_env or "") or None
-        if not route.region:
-            raise PolicyError(f"route {route.id!r}: a Vertex route needs `region:` (its location, e.g. us-east5)")
-        if opts.get("location") not in (None, route.region):
-            raise PolicyError(f"route {route.id!r}: options.location {opts['location']!r} contradicts region "
-                              f"{route.region!r}; the location is the region (residency is derived from it)")
-        self.location: str = route.region
-        self._llama_guard: bool | None = opts.get("llama_guard")
+        self.opts = opts = VertexOptions.for_route(route)
+        self.endpoint_id: str | None = opts.endpoint_id
+        self.api_version = opts.api_version
+        self.include_stream_usage = opts.stream_usage
+        self.quota_project: str | None = opts.quota_project
+        self._project_env: str | None = opts.project_env
+        self.project: str | None = opts.project or os.environ.get(self._project_env or "") or None
+        self.location: str = route.region or ""
+        self._llama_guard: bool | None = opts.llama_guard
         self._credentials = credentials
         self._credentials_project: str | None = None
         self._adc_consulted = False
@@ -280,10 +324,10 @@ class VertexAdapter(OpenAIHttpAdapter):
         """Injected credentials, else a service-account file, else a token from the environment, else ADC."""
         if self._credentials is not None:
             return self._credentials
-        opts, rid = self.route.options, self.route.id
-        token_env = opts.get("access_token_env") or self.route.api_key_env
-        if opts.get("credentials_file"):
-            path = str(opts["credentials_file"])
+        opts, rid = self.opts, self.route.id
+        token_env = opts.token_env(self.route)
+        if opts.credentials_file:
+            path = opts.credentials_file
             service_account = importlib.import_module("google.oauth2.service_account").Credentials
             try:
                 creds = service_account.from_service_account_file(path, scopes=[CLOUD_PLATFORM_SCOPE])
@@ -329,6 +373,7 @@ class VertexAdapter(OpenAIHttpAdapter):
                     creds.refresh(self._auth_request)
             headers: dict[str, str] = {}
             creds.apply(headers)
+            self.redact_secrets(creds.token, getattr(creds, "refresh_token", None))
         out = {("Authorization" if k.lower() == "authorization" else k): v for k, v in headers.items()}
         if self.quota_project:
             out["x-goog-user-project"] = self.quota_project

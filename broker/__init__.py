@@ -8,6 +8,7 @@
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    AdapterBug,
     AdapterNotFound,
     AuthError,
     BrokerError,
@@ -68,6 +69,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Adapter",
     "AdapterBase",
+    "AdapterBug",
     "AdapterNotFound",
     "AdapterRegistry",
     "AsyncBroker",

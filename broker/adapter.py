@@ -20,7 +20,8 @@ from importlib.metadata import entry_points
 from typing import ClassVar, Protocol, runtime_checkable
 
 from broker.errors import AdapterNotFound, ErrorContext, MissingDependency
-from broker.routes import Capabilities, Route
+from broker.redaction import register_secret
+from broker.routes import Route, RouteOptions
 from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
@@ -54,7 +55,6 @@ class Adapter(Protocol):
     """
 
     provider: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
 
     def chat(self, request: ChatRequest) -> ChatResponse: ...
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]: ...
@@ -72,7 +72,9 @@ class AdapterBase:
     """Shared defaults: keeps the route and the shared HTTP clients; closing does nothing."""
 
     provider: ClassVar[str] = ""
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: the typed `options:` of this adapter's routes (a strict `RouteOptions` subclass); the
+    #: policy loader reads it through `AdapterRegistry.options_model`, without importing the SDK
+    options: ClassVar[type[RouteOptions]] = RouteOptions
 
     def __init__(self, route: Route, *, http: HttpClients) -> None:
         self.route = route
@@ -87,6 +89,10 @@ class AdapterBase:
     def error_context(self) -> ErrorContext:
         """The keyword arguments every `ProviderError` of this adapter carries."""
         return {"provider": self.route.provider, "route_id": self.route.id}
+
+    def redact_secrets(self, *values: str | None) -> None:
+        """Register credential values this adapter sends, so no error text or log record shows them."""
+        register_secret(*values)
 
 
 def require(module: str, *, provider: str, package: str, extra: str) -> object:
@@ -133,6 +139,15 @@ class AdapterRegistry:
         factory = _import_target(target) if isinstance(target, str) else target
         self._resolved[name] = factory
         return factory
+
+    def options_model(self, name: str) -> type[RouteOptions] | None:
+        """The options model an adapter declares in its `options` class attribute, or None.
+
+        Importing an adapter module never imports its SDK (adapters import SDKs on first use),
+        so this is safe at policy load.
+        """
+        model = getattr(self.get(name), "options", None)
+        return model if isinstance(model, type) and issubclass(model, RouteOptions) else None
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:

@@ -1,13 +1,24 @@
-"""Bookkeeping of one attempt: the usage event it meters, and what it teaches route health.
+"""How one attempt ends: what the caller gets, the usage event it meters, what route health learns.
 
-Every attempt ends in exactly one of three ways, and each way meters exactly one event:
+Two parts, each named for what it does:
 
-    succeeded    usage as the provider reported it (or an estimate, flagged, if it never did)
-    failed       a typed provider error; tokens only if content had already streamed (estimated)
-    interrupted  the caller cancelled or stopped reading; what it received, estimated
+    UsageEvents      builds the one `UsageEvent` an attempt meters (tokens, cost at the price in
+                     force, timings, status); no side effects
+    AttemptOutcomes  settles an attempt: admits the adapter's answer (the usage rule of
+                     `broker/usage.py`), decides the error the caller sees, and feeds the route's
+                     circuit, retry-budget earnings and latency tracker
 
-Anything else an adapter raises (an unmapped SDK error, a bug) is turned into a
-`ProtocolError` here, so the caller only ever sees the broker's error types.
+Every attempt ends in exactly one of these ways, and each way meters exactly one event:
+
+    succeeded      usage as the provider reported it, or an estimate (flagged) if it reported none
+    provider fault a typed `ProviderError`: counted against the circuit when the route is at fault;
+                   tokens only if the provider answered (absurd usage: an estimate) or content had
+                   already streamed (an estimate)
+    route unusable the adapter could not be built or configured at call time (`UNUSABLE_ROUTE`):
+                   the circuit is not touched and the executor moves on to the next route
+    adapter bug    any exception no adapter mapped becomes `AdapterBug` (the original as its
+                   cause): raised at once, never retried, failed over or counted against a circuit
+    interrupted    the caller cancelled or stopped reading: what it received, estimated
 """
 
 from __future__ import annotations
@@ -17,7 +28,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from .errors import AuthError, BrokerError, ModelNotAvailable, ProtocolError, ProviderError
+from .errors import (
+    AdapterBug,
+    AdapterNotFound,
+    AuthError,
+    BrokerError,
+    CredentialsError,
+    MissingDependency,
+    ModelNotAvailable,
+    PolicyError,
+    ProtocolError,
+    ProviderError,
+)
 from .health import CircuitBoard, LatencyTracker
 from .metering.events import UsageEvent
 from .policy.decision import Decision
@@ -25,8 +47,15 @@ from .retry import RetryBudget
 from .routes import Route
 from .streaming import StreamAccumulator
 from .types import ChatRequest, ChatResponse, Usage
+from .usage import completion_chars, estimated_usage, usage_problem
 
-__all__ = ["Attempt", "Bookkeeper", "CallMeta"]
+__all__ = ["UNUSABLE_ROUTE", "Attempt", "AttemptOutcomes", "CallMeta", "UsageEvents"]
+
+#: What an adapter raises when its route cannot be used at all (not built, not configured, no
+#: credential): the call moves on to the next route, and the route's circuit is not touched.
+UNUSABLE_ROUTE: tuple[type[BrokerError], ...] = (AdapterNotFound, MissingDependency, CredentialsError, PolicyError)
+
+_NOTHING = Usage()
 
 
 @dataclass(frozen=True)
@@ -42,27 +71,19 @@ class CallMeta:
 
 @dataclass
 class Attempt:
-    """One try of one route."""
+    """One try of one route.  `billed` is the usage to meter if it fails after its answer arrived."""
 
     route: Route
     number: int
     started: float
     first_token_at: float | None = None
+    billed: Usage | None = None
 
 
-class Bookkeeper:
-    """Builds the usage event of each attempt and updates circuits, retry budget and latency."""
+class UsageEvents:
+    """Builds the usage event of an attempt, on the executor's clocks."""
 
-    def __init__(
-        self,
-        *,
-        latency: LatencyTracker,
-        circuits: CircuitBoard,
-        budget: RetryBudget,
-        clock: Callable[[], float],
-        wall: Callable[[], dt.datetime],
-    ) -> None:
-        self.latency, self.circuits, self.budget = latency, circuits, budget
+    def __init__(self, *, clock: Callable[[], float], wall: Callable[[], dt.datetime]) -> None:
         self.clock, self.wall = clock, wall
 
     def event(
@@ -105,10 +126,48 @@ class Bookkeeper:
             completion_text=completion if meta.store_text else None,
         )
 
+
+class AttemptOutcomes:
+    """Settles each attempt: the answer or error, the event to meter, and the route-health feedback."""
+
+    def __init__(
+        self,
+        *,
+        latency: LatencyTracker,
+        circuits: CircuitBoard,
+        budget: RetryBudget,
+        clock: Callable[[], float],
+        wall: Callable[[], dt.datetime],
+    ) -> None:
+        self.latency, self.circuits, self.budget, self.clock = latency, circuits, budget, clock
+        self.events = UsageEvents(clock=clock, wall=wall)
+
+    @staticmethod
+    def admit(attempt: Attempt, request: ChatRequest, answer: ChatResponse) -> Usage:
+        """The usage to meter for an adapter's answer, checked where it enters the core.
+
+        None reported: an estimate from the prompt and completion text.  Out of range: the
+        answer is a `ProtocolError`, and the attempt is billed an estimate.
+        """
+        usage = answer.usage
+        problem = usage_problem(usage)
+        if problem is None:
+            if usage.estimated and not (usage.input_tokens or usage.output_tokens):
+                return estimated_usage(request, completion_chars(answer))
+            return usage
+        attempt.billed = estimated_usage(request, completion_chars(answer))
+        raise ProtocolError(problem, request_id=answer.provider_request_id)
+
     def succeeded(
-        self, attempt: Attempt, meta: CallMeta, request: ChatRequest, response: ChatResponse, decision: Decision
+        self,
+        attempt: Attempt,
+        meta: CallMeta,
+        request: ChatRequest,
+        response: ChatResponse,
+        usage: Usage,
+        decision: Decision,
     ) -> tuple[ChatResponse, UsageEvent]:
-        """The finished response (cost, route, decision filled in) and the event to meter."""
+        """The finished response (usage, cost, route, decision filled in) and the event to meter."""
         route = attempt.route
         total_ms = (self.clock() - attempt.started) * 1000
         ttft_ms = (attempt.first_token_at - attempt.started) * 1000 if attempt.first_token_at else None
@@ -117,10 +176,11 @@ class Bookkeeper:
             ttft_ms = max(0.0, total_ms - 1000 * float(timings["completion_time"]))
         self.circuits.success(route.id)
         self.budget.deposit(route.id)
-        self.latency.observe(route, total_ms=total_ms, output_tokens=response.usage.output_tokens, ttft_ms=ttft_ms)
-        event = self.event(attempt, meta, request, response.usage, completion=response.text)
+        self.latency.observe(route, total_ms=total_ms, output_tokens=usage.output_tokens, ttft_ms=ttft_ms)
+        event = self.events.event(attempt, meta, request, usage, completion=response.text)
         finished = replace(
             response,
+            usage=usage,
             cost_usd=event.cost_usd,
             route=route.info,
             decision=decision,
@@ -142,37 +202,41 @@ class Bookkeeper:
         """What the caller sees for whatever an attempt raised, and the event to meter."""
         route = attempt.route
         delivered = acc is not None and acc.delivered
-        # content that had already streamed was billed: meter an estimate, flagged as such
-        usage = acc.estimated_usage(request) if acc is not None and delivered else Usage()
-        if isinstance(exc, BrokerError) and not isinstance(exc, ProviderError):
-            self.circuits.release(route.id)  # configuration found wanting at call time, not the route's health
-            return exc, self.event(attempt, meta, request, usage, error_kind=type(exc).__name__)
         if isinstance(exc, Exception):
-            err = exc if isinstance(exc, ProviderError) else _unmapped(exc, route)
-            err.route_id = err.route_id or route.id
-            err.provider = err.provider or route.provider
-            if err.retryable or isinstance(err, (AuthError, ModelNotAvailable)):
-                self.circuits.failure(route.id)
-            else:  # the provider answered (it refused this request): the route itself is healthy
-                self.circuits.success(route.id)
-            return err, self.event(attempt, meta, request, usage, error_kind=err.kind)
+            # content that had already streamed was billed: meter an estimate, flagged as such
+            usage = attempt.billed or (acc.estimated_usage(request) if acc is not None and delivered else _NOTHING)
+            if isinstance(exc, ProviderError):
+                exc.route_id = exc.route_id or route.id
+                exc.provider = exc.provider or route.provider
+                if exc.retryable or isinstance(exc, (AuthError, ModelNotAvailable)):
+                    self.circuits.failure(route.id)
+                else:  # the provider answered (it refused this request): the route itself is healthy
+                    self.circuits.success(route.id)
+                return exc, self.events.event(attempt, meta, request, usage, error_kind=exc.kind)
+            # an unusable route found at call time, or an adapter bug: neither is the route's health
+            self.circuits.release(route.id)
+            err = exc if isinstance(exc, BrokerError) else _bug(exc, route)
+            return err, self.events.event(attempt, meta, request, usage, error_kind=type(err).__name__)
         # cancelled, interrupted, or a stream the caller stopped reading: the request was sent
         if delivered:
             self.circuits.success(route.id)
         else:
             self.circuits.release(route.id)
-        if acc is not None and acc.usage is not None:
+        if acc is not None and acc.usage is not None and usage_problem(acc.usage) is None:
             usage = acc.usage
-        elif not delivered:
+        elif acc is not None and delivered:
+            usage = acc.estimated_usage(request)
+        else:
             usage = Usage(input_tokens=request.estimated_input_tokens(), estimated=True)
         kind = "Abandoned" if isinstance(exc, GeneratorExit) else "Cancelled"
-        return exc, self.event(attempt, meta, request, usage, error_kind=kind)
+        return exc, self.events.event(attempt, meta, request, usage, error_kind=kind)
 
 
-def _unmapped(exc: Exception, route: Route) -> ProtocolError:
-    # the message names the type only: an unmapped SDK error's text could carry request details
-    err = ProtocolError(
-        f"unmapped {type(exc).__name__} from the {route.provider} adapter (see __cause__)",
+def _bug(exc: Exception, route: Route) -> AdapterBug:
+    # the message names the type only: an unmapped exception's text could carry request details
+    err = AdapterBug(
+        f"the {route.provider} adapter of route {route.id!r} raised {type(exc).__name__}, "
+        "which no adapter maps (a bug: see __cause__)",
         provider=route.provider,
         route_id=route.id,
     )

@@ -11,16 +11,21 @@
         print(reply.text, reply.route.provider, reply.cost_usd)
 
 Both are context managers; closing flushes the usage ledger.  `AsyncBroker` has the same
-methods as coroutines (and `stream` as an async iterator).
+methods as coroutines (and `stream` as an async iterator).  Every error leaving them has its
+cause chain scrubbed of the credentials the broker sent (`broker.redaction`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import aclosing
 from typing import Any
+
+from typing_extensions import Self
 
 from .core import BrokerCore, PolicySource
 from .policy.decision import Decision
+from .redaction import scrubbed_errors
 from .types import ChatResponse, StreamEvent
 
 __all__ = ["AsyncBroker", "Broker"]
@@ -35,7 +40,8 @@ class _BrokerBase:
         `durable` (commit usage before each call returns), and injectable `clock`, `sleep`,
         `asleep`, `now` for deterministic tests.
         """
-        self._core = BrokerCore(policy, **options)
+        with scrubbed_errors:  # a ledger URL's password, say, never shows in the error
+            self._core = BrokerCore(policy, **options)
 
     @classmethod
     def from_policy(cls, source: PolicySource, **options: Any) -> Any:
@@ -81,8 +87,9 @@ class Broker(_BrokerBase):
         response_format.  Anything else is refused (`InvalidRequest`): in particular, no call
         argument can widen a tenant's residency or lift its budget.
         """
-        decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=False)
-        return self._core.executor.chat(decision, request, meta)
+        with scrubbed_errors:
+            decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=False)
+            return self._core.executor.chat(decision, request, meta)
 
     def stream(
         self,
@@ -95,13 +102,14 @@ class Broker(_BrokerBase):
     ) -> Iterator[StreamEvent]:
         """Stream one chat call: text deltas, then a final event with usage and the whole response."""
         decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=True)
-        return self._core.executor.stream(decision, request, meta)
+        return _scrubbed(self._core.executor.stream(decision, request, meta))
 
     def close(self) -> None:
         """Close provider clients and flush the ledger."""
-        self._core.close()
+        with scrubbed_errors:
+            self._core.close()
 
-    def __enter__(self) -> Broker:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -120,8 +128,9 @@ class AsyncBroker(_BrokerBase):
         tags: Mapping[str, str] | None = None,
         **params: Any,
     ) -> ChatResponse:
-        decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=False)
-        return await self._core.executor.achat(decision, request, meta)
+        with scrubbed_errors:
+            decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=False)
+            return await self._core.executor.achat(decision, request, meta)
 
     def stream(
         self,
@@ -139,15 +148,25 @@ class AsyncBroker(_BrokerBase):
         self, model: str, messages: Any, tenant: str, tags: Mapping[str, str] | None, params: Mapping[str, Any]
     ) -> AsyncIterator[StreamEvent]:
         decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=True)
-        async for event in self._core.executor.astream(decision, request, meta):
-            yield event
+        with scrubbed_errors:
+            # closed with this generator, so an abandoned stream is metered now, not when collected
+            async with aclosing(self._core.executor.astream(decision, request, meta)) as events:
+                async for event in events:
+                    yield event
 
     async def aclose(self) -> None:
         """Close provider clients and flush the ledger."""
-        await self._core.aclose()
+        with scrubbed_errors:
+            await self._core.aclose()
 
-    async def __aenter__(self) -> AsyncBroker:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _scrubbed(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
+    """`events`, with the cause chain of any error they raise scrubbed of credentials."""
+    with scrubbed_errors:
+        yield from events

@@ -18,9 +18,10 @@ from .metering import Ledger, Meter, open_ledger
 from .policy import Policy, load_policy
 from .policy.decision import Decision
 from .policy.engine import Router
+from .redaction import install_log_redaction
 from .routes import Route
 from .transport import HttpClients, TransportOptions
-from .types import ChatRequest
+from .types import ChatRequest, call_tags, call_tenant
 
 __all__ = ["AdapterPool", "BrokerCore", "PolicySource"]
 
@@ -77,6 +78,7 @@ class BrokerCore:
         asleep: Callable[[float], Any] | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
+        install_log_redaction()  # before any SDK is driven: their records are redacted from the first
         self.policy: Policy = policy if isinstance(policy, Policy) else load_policy(policy or default_policy_path())
         self.pool = AdapterPool(AdapterRegistry(dict(adapters or {})), HttpClients(transport))
         self.latency = LatencyTracker()
@@ -134,19 +136,22 @@ class BrokerCore:
         stream: bool,
     ) -> tuple[Decision, ChatRequest, CallMeta]:
         request = self.request(model, messages, params)
-        decision = self.router.decide(request, tenant, stream=stream)
+        checked_tags = call_tags(tags)
+        decision = self.router.decide(request, call_tenant(tenant), stream=stream)
         tenant_policy = decision.tenant_policy
         meta = CallMeta(
             request_id=uuid.uuid4().hex,
             tenant=decision.tenant,
-            tags={**tenant_policy.tags, **(tags or {})},
+            tags={**tenant_policy.tags, **checked_tags},
             policy_version=self.policy.version,
             store_text=bool(self.policy.metering.store_text or tenant_policy.store_text),
         )
         return decision, request, meta
 
-    def explain(self, model: str, messages: Any, tenant: str, params: Mapping[str, Any], *, stream: bool = False) -> Decision:
-        return self.router.decide(self.request(model, messages, params), tenant, stream=stream)
+    def explain(
+        self, model: str, messages: Any, tenant: str, params: Mapping[str, Any], *, stream: bool = False
+    ) -> Decision:
+        return self.router.decide(self.request(model, messages, params), call_tenant(tenant), stream=stream)
 
     def close(self) -> None:
         try:

@@ -4,7 +4,7 @@
 
     BrokerError
     ├── PolicyError              a policy file is wrong (carries every issue with file and line)
-    ├── UnknownTenant            the tenant is not in the policy and the policy has no `default`
+    ├── UnknownTenant            a tenant the policy does not name (unless `unknown_tenants: default`)
     ├── NoEligibleRoute          every candidate was removed by a hard filter (names the filters)
     ├── ResidencyViolation       a route outside the tenant's jurisdictions reached the last guard
     ├── BudgetExceeded           the tenant's budget blocks the call before any provider is called
@@ -12,6 +12,7 @@
     ├── MissingDependency        the provider's SDK is not installed (names the pip extra)
     ├── CredentialsError         a credential reference could not be resolved (names the variable)
     ├── MeteringError            the usage ledger refused a write (events kept for the next flush)
+    ├── AdapterBug               an adapter raised an exception it does not map (the original as cause)
     └── ProviderError            a provider refused or failed the call
         ├── Throttled            429 and friends; carries `retry_after` seconds when the provider said
         ├── Unavailable          5xx, connection refused, overloaded
@@ -25,7 +26,8 @@
 
 `retryable` says whether the same route may be tried again; `failover` whether the next
 route may be tried.  Errors never carry credentials: adapters build messages from status
-codes and provider error text only.
+codes and provider error text only, and `ProviderError` redacts that text of every credential
+the broker sent (`broker.redaction`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypedDict
 
+from .redaction import bounded, redact
+
 __all__ = [
+    "AdapterBug",
     "AdapterNotFound",
     "AuthError",
     "BrokerError",
@@ -92,7 +97,7 @@ class PolicyError(BrokerError):
 
 
 class UnknownTenant(BrokerError):
-    """The tenant is not named in the policy, and the policy defines no `default` tenant."""
+    """The tenant is not named in the policy, and the policy does not say `unknown_tenants: default`."""
 
 
 class NoEligibleRoute(BrokerError):
@@ -142,6 +147,19 @@ class MeteringError(BrokerError):
     """The usage ledger could not take a write; the events stay buffered for the next flush."""
 
 
+class AdapterBug(BrokerError):
+    """An adapter raised an exception it does not map to a broker error: a bug, not a provider fault.
+
+    Raised at once: never retried, never failed over, not counted against the route's circuit.
+    The original exception is the `__cause__`; the message names only its type and the route.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None, route_id: str | None = None) -> None:
+        self.provider = provider
+        self.route_id = route_id
+        super().__init__(message)
+
+
 class ErrorContext(TypedDict, total=False):
     """Where a `ProviderError` came from: what an adapter stamps on every error it raises."""
 
@@ -154,7 +172,8 @@ class ProviderError(BrokerError):
 
     Carries the provider, the route id, the HTTP status (when there was one), the provider's
     request id (when it sent one), its own error code and its wait hint (`retry_after`, in
-    seconds) when it sent one.
+    seconds) when it sent one.  The message is redacted of every registered credential and
+    known credential shape, then cut to `broker.redaction.MAX_ERROR_TEXT` characters.
     """
 
     failover = True
@@ -170,13 +189,13 @@ class ProviderError(BrokerError):
         code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        self.message = message
+        self.message = message = bounded(message)
         self.retry_after = retry_after
         self.provider = provider
         self.route_id = route_id
         self.status = status
-        self.request_id = request_id
-        self.code = code
+        self.request_id = redact(request_id) if request_id else request_id
+        self.code = redact(code) if code else code
         super().__init__(message)
 
     def __str__(self) -> str:

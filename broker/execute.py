@@ -2,12 +2,16 @@
 
     for route in decision.routes:               ranked survivors of the hard filters only
         guard(route)                            residency, checked again right before the adapter
-        retry transient errors on this route    tenacity; wait hint honoured; retry budget
+        build its adapter                       a route that cannot be used is recorded, then skipped
+        retry on this route                     the retry rule of broker/retry.py
+        admit the answer                        stream complete, usage in range (broker/attempts.py)
         on a failover-able error: next route
     meter one UsageEvent per attempt (broker/attempts.py); feed latency and circuit state
 
 Streams fail over only before their first token reaches the caller; after it, the caller
-gets the typed error.  Sync and async share everything but the awaits.
+gets the typed error.  When every route is unusable (no adapter, no SDK, no credential, a
+bad option), the caller gets the first such error.  Sync and async share everything but
+the awaits.
 """
 
 from __future__ import annotations
@@ -15,19 +19,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import aclosing, closing
 from typing import Any, NoReturn, Protocol
 
-from tenacity import AsyncRetrying, RetryCallState, Retrying, stop_after_attempt
-
-from .attempts import Attempt, Bookkeeper, CallMeta
-from .errors import NoEligibleRoute, ProviderError, ResidencyViolation
+from .adapter import Adapter
+from .attempts import UNUSABLE_ROUTE, Attempt, AttemptOutcomes, CallMeta
+from .errors import BrokerError, NoEligibleRoute, ProviderError, ResidencyViolation
 from .health import CircuitBoard, LatencyTracker
 from .metering.events import UsageEvent
 from .policy.decision import Decision
 from .policy.schema import RetrySettings
-from .retry import RetryBudget, WaitForHint
+from .retry import RetryRule
 from .routes import Route
 from .streaming import StreamAccumulator
 from .types import ChatRequest, ChatResponse, StreamEvent
@@ -42,7 +45,7 @@ class _Meter(Protocol):
 
 
 class _AdapterSource(Protocol):
-    def get(self, route: Route) -> Any: ...
+    def get(self, route: Route) -> Adapter: ...
 
 
 class Executor:
@@ -58,17 +61,16 @@ class Executor:
         retry: RetrySettings,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
-        asleep: Callable[[float], Any] = asyncio.sleep,
+        asleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         self.adapters = adapters
         self.circuits = circuits
         self.meter = meter
-        self.max_attempts = retry.max_attempts_per_route
-        self.wait = WaitForHint(retry.base_delay_s, retry.max_delay_s)
-        self.budget = RetryBudget(ratio=retry.budget_ratio, capacity=retry.budget_capacity)
-        self.books = Bookkeeper(latency=latency, circuits=circuits, budget=self.budget, clock=clock, wall=wall)
-        self.clock, self.sleep, self.asleep = clock, sleep, asleep
+        self.retry = RetryRule(retry, circuits=circuits, sleep=sleep, asleep=asleep)
+        self.budget = self.retry.budget
+        self.outcomes = AttemptOutcomes(latency=latency, circuits=circuits, budget=self.budget, clock=clock, wall=wall)
+        self.clock = clock
 
     # ------------------------------------------------------------------ shared
 
@@ -80,49 +82,45 @@ class Executor:
                 f"route {route.id!r} ({route.jurisdiction}) is outside tenant {decision.tenant!r}'s residency"
             )
 
-    def _claim(self, route: Route, decision: Decision) -> Any:
-        """The route's adapter if the route may be called now, else None (its circuit is open)."""
+    def _claim(self, route: Route, decision: Decision) -> Adapter | None:
+        """The route's adapter if the route may be called now, else None.
+
+        None when its circuit is open, or when its adapter cannot be built (recorded in the decision).
+        """
         self.guard(route, decision)
         if not self.circuits.begin(route.id):
             return None
         try:
             return self.adapters.get(route)
+        except UNUSABLE_ROUTE as exc:
+            self.circuits.release(route.id)
+            decision.record_failure(route, exc)
+            return None
         except BaseException:
             self.circuits.release(route.id)
             raise
 
-    def _retry_if(self, route: Route, acc: StreamAccumulator | None) -> Callable[[RetryCallState], bool]:
-        def check(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            return (
-                isinstance(exc, ProviderError)
-                and exc.retryable
-                and state.attempt_number < self.max_attempts
-                and not (acc is not None and acc.delivered)
-                and not self.wait.hint_too_long(exc)
-                and self.circuits.allows(route.id)  # this failure may just have opened the circuit
-                and self.budget.withdraw(route.id)  # last: a token is spent only on a retry that happens
-            )
-
-        return check
-
-    def _retrying(self, route: Route, acc: StreamAccumulator | None = None) -> Retrying:
-        return Retrying(stop=stop_after_attempt(self.max_attempts), wait=self.wait,
-                        retry=self._retry_if(route, acc), sleep=self.sleep, reraise=True)
-
-    def _aretrying(self, route: Route, acc: StreamAccumulator | None = None) -> AsyncRetrying:
-        return AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self.wait,
-                             retry=self._retry_if(route, acc), sleep=self.asleep, reraise=True)
+    @staticmethod
+    def _passed_over(exc: BrokerError, route: Route, decision: Decision, acc: StreamAccumulator | None) -> bool:
+        """Whether the call may move on to the next route after `exc` ended this one."""
+        if acc is not None and acc.delivered:
+            return False
+        if isinstance(exc, ProviderError):
+            return exc.failover
+        if isinstance(exc, UNUSABLE_ROUTE):
+            decision.record_failure(route, exc)
+            return True
+        return False
 
     def _fail(self, attempt: Attempt, meta: CallMeta, request: ChatRequest, exc: BaseException,
               acc: StreamAccumulator | None = None) -> NoReturn:
-        err, event = self.books.failed(attempt, meta, request, exc, acc)
+        err, event = self.outcomes.failed(attempt, meta, request, exc, acc)
         self.meter.record(event)
         raise err from (exc if err is not exc else exc.__cause__)
 
     async def _afail(self, attempt: Attempt, meta: CallMeta, request: ChatRequest, exc: BaseException,
                      acc: StreamAccumulator | None = None) -> NoReturn:
-        err, event = self.books.failed(attempt, meta, request, exc, acc)
+        err, event = self.outcomes.failed(attempt, meta, request, exc, acc)
         if isinstance(exc, Exception):
             await self._arecord(event)
         else:  # closing or cancelled: no awaiting now
@@ -137,9 +135,11 @@ class Executor:
             self.meter.record(event)
 
     @staticmethod
-    def _give_up(decision: Decision, last: ProviderError | None) -> ProviderError | NoEligibleRoute:
+    def _give_up(decision: Decision, last: ProviderError | None) -> BrokerError:
         if last is not None:
             return last
+        if decision.failures:  # no route could be used at all: the first reason why
+            return decision.failures[0].error
         return NoEligibleRoute(
             f"every eligible route for tenant {decision.tenant!r} has an open circuit", decision=decision
         )
@@ -160,24 +160,25 @@ class Executor:
             if adapter is None:
                 continue
             try:
-                for retry_state in self._retrying(route):
+                for retry_state in self.retry.retrying(route.id):
                     with retry_state:
                         number += 1
                         attempt = Attempt(route, number, self.clock())
                         try:
                             response = adapter.chat(request)
+                            usage = self.outcomes.admit(attempt, request, response)
                         except BaseException as exc:
                             self._fail(attempt, meta, request, exc)
-                        response, event = self.books.succeeded(attempt, meta, request, response, decision)
+                        response, event = self.outcomes.succeeded(attempt, meta, request, response, usage, decision)
                         self.meter.record(event)
                         return response
-            except ProviderError as exc:
-                if not exc.failover:
+            except BrokerError as exc:
+                if not self._passed_over(exc, route, decision, None):
                     raise
-                last = exc
+                last = exc if isinstance(exc, ProviderError) else last
         raise self._give_up(decision, last)
 
-    def stream(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> Iterator[StreamEvent]:
+    def stream(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> Generator[StreamEvent, None, None]:
         number, last = 0, None
         for route in decision.routes:
             adapter = self._claim(route, decision)
@@ -185,26 +186,28 @@ class Executor:
                 continue
             acc = StreamAccumulator()
             try:
-                for retry_state in self._retrying(route, acc):
+                for retry_state in self.retry.retrying(route.id, acc):
                     with retry_state:
                         number += 1
                         attempt = Attempt(route, number, self.clock())
                         acc.reset()
                         try:
-                            with closing(adapter.stream(request)) as events:
+                            with closing(adapter.stream(request)) as events:  # type: ignore[type-var]  # a generator
                                 for event in events:
                                     if self._observe(attempt, acc, event):
                                         yield _content_only(event)
+                            answer = acc.response(request)
+                            usage = self.outcomes.admit(attempt, request, answer)
                         except BaseException as exc:
                             self._fail(attempt, meta, request, exc, acc)
-                        final, done = self.books.succeeded(attempt, meta, request, acc.response(request), decision)
+                        final, done = self.outcomes.succeeded(attempt, meta, request, answer, usage, decision)
                         self.meter.record(done)
-                        yield StreamEvent(usage=final.usage, response=final, provider_request_id=final.provider_request_id)
+                        yield _final(final)
                         return
-            except ProviderError as exc:
-                if not exc.failover or acc.delivered:
+            except BrokerError as exc:
+                if not self._passed_over(exc, route, decision, acc):
                     raise
-                last = exc
+                last = exc if isinstance(exc, ProviderError) else last
         raise self._give_up(decision, last)
 
     # ------------------------------------------------------------------ async
@@ -216,24 +219,27 @@ class Executor:
             if adapter is None:
                 continue
             try:
-                async for retry_state in self._aretrying(route):
+                async for retry_state in self.retry.aretrying(route.id):
                     with retry_state:
                         number += 1
                         attempt = Attempt(route, number, self.clock())
                         try:
                             response = await adapter.achat(request)
+                            usage = self.outcomes.admit(attempt, request, response)
                         except BaseException as exc:
                             await self._afail(attempt, meta, request, exc)
-                        response, event = self.books.succeeded(attempt, meta, request, response, decision)
+                        response, event = self.outcomes.succeeded(attempt, meta, request, response, usage, decision)
                         await self._arecord(event)
                         return response
-            except ProviderError as exc:
-                if not exc.failover:
+            except BrokerError as exc:
+                if not self._passed_over(exc, route, decision, None):
                     raise
-                last = exc
+                last = exc if isinstance(exc, ProviderError) else last
         raise self._give_up(decision, last)
 
-    async def astream(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> AsyncIterator[StreamEvent]:
+    async def astream(
+        self, decision: Decision, request: ChatRequest, meta: CallMeta
+    ) -> AsyncGenerator[StreamEvent, None]:
         number, last = 0, None
         for route in decision.routes:
             adapter = self._claim(route, decision)
@@ -241,27 +247,33 @@ class Executor:
                 continue
             acc = StreamAccumulator()
             try:
-                async for retry_state in self._aretrying(route, acc):
+                async for retry_state in self.retry.aretrying(route.id, acc):
                     with retry_state:
                         number += 1
                         attempt = Attempt(route, number, self.clock())
                         acc.reset()
                         try:
-                            async with aclosing(adapter.astream(request)) as events:
+                            async with aclosing(adapter.astream(request)) as events:  # type: ignore[type-var]
                                 async for event in events:
                                     if self._observe(attempt, acc, event):
                                         yield _content_only(event)
+                            answer = acc.response(request)
+                            usage = self.outcomes.admit(attempt, request, answer)
                         except BaseException as exc:
                             await self._afail(attempt, meta, request, exc, acc)
-                        final, done = self.books.succeeded(attempt, meta, request, acc.response(request), decision)
+                        final, done = self.outcomes.succeeded(attempt, meta, request, answer, usage, decision)
                         await self._arecord(done)
-                        yield StreamEvent(usage=final.usage, response=final, provider_request_id=final.provider_request_id)
+                        yield _final(final)
                         return
-            except ProviderError as exc:
-                if not exc.failover or acc.delivered:
+            except BrokerError as exc:
+                if not self._passed_over(exc, route, decision, acc):
                     raise
-                last = exc
+                last = exc if isinstance(exc, ProviderError) else last
         raise self._give_up(decision, last)
+
+
+def _final(response: ChatResponse) -> StreamEvent:
+    return StreamEvent(usage=response.usage, response=response, provider_request_id=response.provider_request_id)
 
 
 def _content_only(event: StreamEvent) -> StreamEvent:

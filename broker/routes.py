@@ -9,15 +9,63 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import sys
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
-from .errors import CredentialsError
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
+
+from .errors import CredentialsError, PolicyError, PolicyIssue
 from .types import RouteInfo
 
-__all__ = ["Capabilities", "Lifecycle", "Price", "Route"]
+__all__ = [
+    "Capabilities",
+    "EnvName",
+    "EnvRef",
+    "Lifecycle",
+    "OptionProblem",
+    "Price",
+    "Route",
+    "RouteOptions",
+]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_name(value: str) -> str:
+    # the value is not echoed: a secret pasted where a variable name belongs must not be printed
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError("must name an environment variable (letters, digits and _), never hold a secret")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+"""The name of an environment variable that holds a credential (credentials go by reference)."""
+
+
+class OptionProblem(NamedTuple):
+    """A problem with a route found without network or credential lookups.
+
+    `field` is the dotted route key it concerns (`endpoint`, `region`, `options.location`), so
+    the policy loader can point at its line.
+    """
+
+    field: str
+    message: str
+
+
+class EnvRef(NamedTuple):
+    """An environment variable a route reads at call time, and the route key that names it."""
+
+    field: str
+    name: str
 
 
 class Price(BaseModel):
@@ -79,6 +127,67 @@ class Lifecycle(BaseModel):
         return None if self.retires_on is None else (self.retires_on - today).days
 
 
+class RouteOptions(BaseModel):
+    """A route's `options:`, typed.
+
+    This base holds the options every route may set whatever its provider, and accepts any
+    other key (an adapter that declares no options model gets a plain mapping, read with
+    `get`).  An adapter declares its own options as a subclass with `extra="forbid"` in its
+    `options` class attribute; the policy loader validates each route against it and runs
+    `check` at load, and `policy validate` reports `notes` and unset `env_refs`.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    stream_fallback: bool = True
+    """A route that cannot stream may answer a stream request with one whole answer."""
+    latency_prior: dict[Literal["ttft_ms", "per_token_ms"], float] | None = None
+    """Seed of the route's latency estimate (ms), before the first call is observed."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A declared option or an extra key, as from a mapping."""
+        if key in type(self).model_fields:
+            return getattr(self, key)
+        return (self.model_extra or {}).get(key, default)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+    # -- static checks, shared by the policy loader and the adapter's constructor
+
+    def check(self, route: Route) -> Iterable[OptionProblem]:
+        """Problems the adapter would refuse at construction; no network, no credential lookup."""
+        return ()
+
+    def notes(self, route: Route) -> Iterable[OptionProblem]:
+        """What can only be known at call time, worth a warning when a policy is validated."""
+        return ()
+
+    def env_refs(self, route: Route) -> Iterable[EnvRef]:
+        """The environment variables the adapter reads at call time (credentials, project)."""
+        if route.api_key_env:
+            yield EnvRef("api_key_env", route.api_key_env)
+
+    @classmethod
+    def for_route(cls, route: Route, *, check: bool = True) -> Self:
+        """The route's options as this model; with `check`, a failed `check` raises `PolicyError`."""
+        raw = route.options
+        if isinstance(raw, cls):
+            options = raw
+        else:
+            data = raw.as_dict() if isinstance(raw, RouteOptions) else dict(raw)
+            try:
+                options = cls.model_validate(data)
+            except ValidationError as exc:
+                problems = "; ".join(f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise PolicyError(f"route {route.id!r}: {problems}") from None
+        if check:
+            found = [PolicyIssue("<policy>", 0, f"route {route.id!r}: {p.message}") for p in options.check(route)]
+            if found:
+                raise PolicyError(found)
+        return options
+
+
 class Route(BaseModel):
     """One deployment a call may go to."""
 
@@ -91,14 +200,14 @@ class Route(BaseModel):
     region: str | None = None
     jurisdiction: str
     endpoint: str | None = None
-    api_key_env: str | None = None
+    api_key_env: EnvName | None = None
     price: Price | None = None
     capabilities: Capabilities = Field(default_factory=Capabilities)
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     expected_output_tokens: int = Field(default=256, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: SerializeAsAny[RouteOptions] = Field(default_factory=RouteOptions)
 
     @property
     def info(self) -> RouteInfo:

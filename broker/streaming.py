@@ -1,10 +1,16 @@
-"""Assemble a streamed answer: text deltas and tool-call pieces into one `ChatResponse`."""
+"""Assemble a streamed answer: text deltas and tool-call pieces into one `ChatResponse`.
+
+The one completeness rule for streams of every provider lives here: a stream that ends
+without a finish reason was cut, and `response()` raises `ProtocolError` for it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import ProtocolError
 from .types import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
+from .usage import estimated_usage
 
 __all__ = ["StreamAccumulator"]
 
@@ -54,14 +60,13 @@ class StreamAccumulator:
 
     def estimated_usage(self, request: ChatRequest) -> Usage:
         """Usage when the provider never reported it: estimated from text, flagged as such."""
-        chars = sum(len(t) for t in self.text) + sum(len("".join(p.arguments)) for p in self.tool_calls.values())
-        return Usage(
-            input_tokens=request.estimated_input_tokens(),
-            output_tokens=(chars + 3) // 4,
-            estimated=True,
-        )
+        chars = sum(len(t) for t in self.text) + sum(len(a) for p in self.tool_calls.values() for a in p.arguments)
+        return estimated_usage(request, chars)
 
     def response(self, request: ChatRequest) -> ChatResponse:
+        """The whole answer.  A stream that ended without a finish reason was cut: `ProtocolError`."""
+        if self.finish_reason is None:
+            raise ProtocolError("stream ended before the answer was complete", request_id=self.provider_request_id)
         calls = tuple(
             ToolCall(id=p.id or f"call_{i}", name=p.name or "", arguments="".join(p.arguments) or "{}")
             for i, p in sorted(self.tool_calls.items())

@@ -1,18 +1,32 @@
 """Typed request, response, usage and stream types shared by the client, the engine and the adapters.
 
 Requests accept the OpenAI-style message dicts (system, user, assistant and tool roles; text
-and image parts) and validate them once, at the edge.  Responses and stream events are small
-frozen dataclasses: cheap to build on the hot path and safe to share.
+and image parts) and validate them once, at the edge, the same way for every provider: what
+one provider would refuse is refused (`InvalidRequest`) before any is called.
+
+| role                | needs                                   | may not carry            |
+|---------------------|-----------------------------------------|--------------------------|
+| system, developer   | content (text)                          | images, tool_calls       |
+| user                | content with text that is not blank, or | tool_calls               |
+|                     | an image                                |                          |
+| assistant           | content or tool_calls                   | images                   |
+| tool                | tool_call_id and content (text)         | images, tool_calls       |
+
+`tool_call_id` belongs to tool messages only.  Responses and stream events are small frozen
+dataclasses: cheap to build on the hot path and safe to share.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import InvalidRequest
 
 __all__ = [
     "ChatRequest",
@@ -28,6 +42,8 @@ __all__ = [
     "ToolCallDelta",
     "ToolFunction",
     "Usage",
+    "call_tags",
+    "call_tenant",
 ]
 
 
@@ -102,6 +118,27 @@ class Message(_Lenient):
         return []
 
 
+def _role_problem(message: Message) -> str | None:
+    """What is wrong with a message for its role (see the table in the module docstring), or None."""
+    role, content = message.role, message.content
+    has_content = content is not None and content != []
+    if message.tool_calls and role != "assistant":
+        return "has tool_calls; only assistant messages carry them"
+    if message.tool_call_id is not None and role != "tool":
+        return "has tool_call_id; only tool messages carry it"
+    if message.images and role != "user":
+        return "has an image part; images belong in user messages"
+    if role == "assistant":
+        return None if (has_content and content != "") or message.tool_calls else "has neither content nor tool_calls"
+    if not has_content:
+        return "has no content"
+    if role == "user" and not message.text.strip() and not message.images:
+        return "has no text and no image"
+    if role == "tool" and not message.tool_call_id:
+        return "has no tool_call_id (the id of the tool call it answers)"
+    return None
+
+
 class ToolFunction(_Lenient):
     name: str
     description: str | None = None
@@ -139,6 +176,14 @@ class ChatRequest(BaseModel):
     def _format_dict(cls, value: Any) -> Any:
         return {"type": value} if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _roles(self) -> ChatRequest:
+        for i, message in enumerate(self.messages):
+            problem = _role_problem(message)
+            if problem:
+                raise InvalidRequest(f"invalid chat request: messages[{i}] ({message.role}) {problem}")
+        return self
+
     # -- what the request needs from a route (read by the capability filter)
 
     @property
@@ -151,7 +196,8 @@ class ChatRequest(BaseModel):
 
     @property
     def needs_json(self) -> bool:
-        return bool(self.response_format) and self.response_format.get("type") in ("json_object", "json_schema")
+        fmt = self.response_format
+        return bool(fmt) and fmt is not None and fmt.get("type") in ("json_object", "json_schema")
 
     @property
     def prompt_chars(self) -> int:
@@ -162,6 +208,31 @@ class ChatRequest(BaseModel):
     def estimated_input_tokens(self) -> int:
         """Prompt tokens estimated from text length (about four characters a token), no tokenizer."""
         return max(1, self.prompt_chars // 4 + 4 * len(self.messages))
+
+
+_TAGS = "invalid chat request: tags must be a mapping of strings to strings"
+
+
+def call_tags(tags: object) -> dict[str, str]:
+    """The `tags=` of a call as a dict; anything but a mapping of strings to strings is `InvalidRequest`."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise InvalidRequest(f"{_TAGS}; not a {type(tags).__name__}")
+    for key, value in tags.items():
+        if not isinstance(key, str):
+            raise InvalidRequest(f"{_TAGS}; a tag name is a {type(key).__name__}")
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{_TAGS}; tag {key!r} is a {type(value).__name__}")
+    return dict(tags)
+
+
+def call_tenant(tenant: object) -> str:
+    """The `tenant=` of a call; anything but a non-empty string is `InvalidRequest`."""
+    if not isinstance(tenant, str) or not tenant:
+        shown = repr(tenant) if isinstance(tenant, str) else f"a {type(tenant).__name__}"
+        raise InvalidRequest(f"invalid chat request: tenant must be a non-empty string, not {shown}")
+    return tenant
 
 
 # --------------------------------------------------------------------------- response

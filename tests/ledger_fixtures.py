@@ -64,31 +64,31 @@ def _skip_unless_ci(reason: str) -> None:
 def make_event(**overrides: Any) -> UsageEvent:
     """A valid event with unique ids; any field can be overridden."""
     n = next(_counter)
-    values: dict[str, Any] = dict(
-        event_id=f"ev-{uuid.uuid4().hex}",
-        request_id=f"req-{n}",
-        attempt=1,
-        tenant="acme",
-        tags={},
-        model="llama-3.3-70b",
-        provider="bedrock",
-        region="us-east-1",
-        jurisdiction="us",
-        model_id="meta.llama3-3-70b-instruct-v1:0",
-        route_id="bedrock-us-70b",
-        input_tokens=100,
-        output_tokens=20,
-        cached_input_tokens=0,
-        usage_estimated=False,
-        cost_usd=Decimal("0.0000864"),
-        price_version="2025-01",
-        latency_ms=120.5,
-        ttft_ms=40.0,
-        status="ok",
-        error_kind=None,
-        timestamp=datetime(2025, 3, 14, 12, 0, tzinfo=timezone.utc),
-        policy_version="v1",
-    )
+    values: dict[str, Any] = {
+        "event_id": f"ev-{uuid.uuid4().hex}",
+        "request_id": f"req-{n}",
+        "attempt": 1,
+        "tenant": "acme",
+        "tags": {},
+        "model": "llama-3.3-70b",
+        "provider": "bedrock",
+        "region": "us-east-1",
+        "jurisdiction": "us",
+        "model_id": "meta.llama3-3-70b-instruct-v1:0",
+        "route_id": "bedrock-us-70b",
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cached_input_tokens": 0,
+        "usage_estimated": False,
+        "cost_usd": Decimal("0.0000864"),
+        "price_version": "2025-01",
+        "latency_ms": 120.5,
+        "ttft_ms": 40.0,
+        "status": "ok",
+        "error_kind": None,
+        "timestamp": datetime(2025, 3, 14, 12, 0, tzinfo=timezone.utc),
+        "policy_version": "v1",
+    }
     values.update(overrides)
     return UsageEvent(**values)
 
@@ -132,15 +132,15 @@ def _start_as_postgres_user(pg_ctl: str) -> Iterator[PgServer]:
     workdir = Path(tempfile.mkdtemp(prefix="llama-broker-pg-"))
     os.chown(workdir, account.pw_uid, account.pw_gid)
     datadir, port = workdir / "data", _free_port()
-    as_postgres: dict[str, Any] = dict(
-        user=account.pw_uid,
-        group=account.pw_gid,
-        extra_groups=[],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
-    )
+    as_postgres: dict[str, Any] = {
+        "user": account.pw_uid,
+        "group": account.pw_gid,
+        "extra_groups": [],
+        "cwd": workdir,
+        "capture_output": True,
+        "text": True,
+        "env": {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*args], **as_postgres, timeout=120)

@@ -512,3 +512,41 @@ def test_emulator_stream_is_strict_sse_and_honours_stream_options(emu: AzureEmul
         url, json={**body, "stream_options": {"include_usage": False}}, headers={"api-key": "test-key"}
     ).text
     assert '"usage"' not in off
+
+
+# ---------------------------------------------------------------------- malformed answers through the SDK
+
+
+@pytest.mark.parametrize("kind", ["invalid_utf8", "json_list", "html_page", "null_message", "wrong_types",
+                                  "no_choices", "no_finish_reason", "usage_wrong_types"])
+def test_what_the_sdk_makes_of_a_malformed_answer_is_a_protocol_error(
+    adapter: AzureAdapter, emu: AzureEmulator, kind: str
+) -> None:
+    """azure-core decodes a body without charset with replacement characters, and hands a JSON
+    list back as it is; the adapter refuses both (and every wrong shape) as `ProtocolError`."""
+    emu.malformed(kind)
+    with pytest.raises(ProtocolError) as info:
+        adapter.chat(ask())
+    assert info.value.route_id == adapter.route.id
+    if kind != "html_page":  # a proxy's page carries no request id of the service
+        assert info.value.request_id  # the service's request id (apim-request-id)
+    if kind not in ("no_finish_reason", "html_page"):  # streams with no finish: the broker's core judges
+        emu.malformed(kind)
+        with pytest.raises(ProtocolError):
+            list(adapter.stream(ask()))
+
+
+async def test_async_malformed_answers_are_protocol_errors(adapter: AzureAdapter, emu: AzureEmulator) -> None:
+    for kind in ("invalid_utf8", "json_list"):
+        emu.malformed(kind)
+        with pytest.raises(ProtocolError):
+            await adapter.achat(ask())
+        emu.malformed(kind)
+        with pytest.raises(ProtocolError):
+            [e async for e in adapter.astream(ask())]
+    await adapter.aclose()
+
+
+def test_a_bare_exception_outside_the_sdks_parser_is_not_mapped(adapter: AzureAdapter) -> None:
+    with pytest.raises(AttributeError), adapter._mapped_errors({}):
+        None.items()  # type: ignore[attr-defined]

@@ -422,17 +422,17 @@ def test_guardrail_stop_is_content_filtered(adapter: BedrockAdapter, emu: Bedroc
 
 
 FAULTS = [
-    (dict(status=429, retry_after=1.5), Throttled, "ThrottlingException"),
-    (dict(status=500), Unavailable, "InternalServerException"),
-    (dict(status=503), Unavailable, "ServiceUnavailableException"),
-    (dict(status=424), Unavailable, "ModelErrorException"),
-    (dict(status=429, code="ModelNotReadyException"), Unavailable, "ModelNotReadyException"),
-    (dict(status=400, code="ServiceQuotaExceededException"), Throttled, "ServiceQuotaExceededException"),
-    (dict(status=408), Timeout, "ModelTimeoutException"),
-    (dict(status=400, message="Malformed input request: temperature"), InvalidRequest, "ValidationException"),
-    (dict(status=400, message="Input is too long for requested model."), ContextTooLong, "ValidationException"),
-    (dict(status=403), AuthError, "AccessDeniedException"),
-    (dict(status=404), ModelNotAvailable, "ResourceNotFoundException"),
+    ({"status": 429, "retry_after": 1.5}, Throttled, "ThrottlingException"),
+    ({"status": 500}, Unavailable, "InternalServerException"),
+    ({"status": 503}, Unavailable, "ServiceUnavailableException"),
+    ({"status": 424}, Unavailable, "ModelErrorException"),
+    ({"status": 429, "code": "ModelNotReadyException"}, Unavailable, "ModelNotReadyException"),
+    ({"status": 400, "code": "ServiceQuotaExceededException"}, Throttled, "ServiceQuotaExceededException"),
+    ({"status": 408}, Timeout, "ModelTimeoutException"),
+    ({"status": 400, "message": "Malformed input request: temperature"}, InvalidRequest, "ValidationException"),
+    ({"status": 400, "message": "Input is too long for requested model."}, ContextTooLong, "ValidationException"),
+    ({"status": 403}, AuthError, "AccessDeniedException"),
+    ({"status": 404}, ModelNotAvailable, "ResourceNotFoundException"),
 ]
 
 
@@ -616,7 +616,7 @@ async def test_async_stream_consumer_may_stop_early(adapter: BedrockAdapter, emu
 
 
 def test_llama4_stream_falls_back_to_one_converse_call(emu: BedrockEmulator, aws_env: None) -> None:
-    adapter = BedrockAdapter(make_route(emu, model_id=LLAMA4), http=HttpClients())
+    adapter = BedrockAdapter(make_route(emu, model_id=LLAMA4, capabilities={"streaming": False}), http=HttpClients())
     events = list(adapter.stream(req()))
     assert not adapter.streams_natively
     (path,) = [r.path for r in emu.requests]
@@ -631,7 +631,106 @@ def test_llama4_stream_falls_back_to_one_converse_call(emu: BedrockEmulator, aws
 
 
 async def test_llama4_async_stream_falls_back_too(emu: BedrockEmulator, aws_env: None) -> None:
-    adapter = BedrockAdapter(make_route(emu, model_id=LLAMA4), http=HttpClients())
+    adapter = BedrockAdapter(make_route(emu, model_id=LLAMA4, capabilities={"streaming": False}), http=HttpClients())
     events = [e async for e in adapter.astream(req())]
     assert [e.text for e in events if e.text] and events[-1].usage is not None
     assert all(r.path.endswith("/converse") for r in emu.requests)
+
+
+# --------------------------------------------------------------------------- malformed answers
+
+_GOOD = {"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}}, "stopReason": "end_turn",
+         "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}}
+
+
+def _converse(**changes: Any) -> dict[str, Any]:
+    return {**json.loads(json.dumps(_GOOD)), **changes}
+
+
+MALFORMED_CONVERSE = {
+    "a list": [_GOOD],
+    "no output": _converse(output=None),
+    "output without message": _converse(output={}),
+    "message null": _converse(output={"message": None}),
+    "content not a list": _converse(output={"message": {"content": "hi"}}),
+    "block not an object": _converse(output={"message": {"content": ["hi"]}}),
+    "text a number": _converse(output={"message": {"content": [{"text": 42}]}}),
+    "toolUse not an object": _converse(output={"message": {"content": [{"toolUse": "f"}]}}),
+    "toolUse without name": _converse(output={"message": {"content": [{"toolUse": {"toolUseId": "a"}}]}}),
+    "no stopReason": {k: v for k, v in _GOOD.items() if k != "stopReason"},
+    "stopReason a number": _converse(stopReason=3),
+    "usage not an object": _converse(usage="4"),
+    "usage without outputTokens": _converse(usage={"inputTokens": 3}),
+    "inputTokens a float": _converse(usage={"inputTokens": 1e300, "outputTokens": 1}),
+    "outputTokens a string": _converse(usage={"inputTokens": 1, "outputTokens": "12"}),
+    "outputTokens a boolean": _converse(usage={"inputTokens": 1, "outputTokens": False}),
+    "cache reads a string": _converse(usage={"inputTokens": 1, "outputTokens": 1, "cacheReadInputTokens": "2"}),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_CONVERSE))
+def test_a_malformed_converse_answer_is_a_protocol_error(name: str) -> None:
+    with pytest.raises(ProtocolError, match="unreadable Converse answer") as info:
+        bedrock_shape.from_provider_response(MALFORMED_CONVERSE[name], provider="bedrock", route_id="r")
+    assert (info.value.provider, info.value.route_id) == ("bedrock", "r")
+
+
+def test_converse_counts_pass_through_and_a_missing_usage_is_estimated() -> None:
+    huge = _converse(usage={"inputTokens": 2**63, "outputTokens": -1000})
+    usage = bedrock_shape.from_provider_response(huge, provider="b", route_id="r").usage
+    assert (usage.input_tokens, usage.output_tokens) == (2**63, -1000)  # the core judges the range
+    no_usage = {k: v for k, v in _GOOD.items() if k != "usage"}
+    assert bedrock_shape.from_provider_response(no_usage, provider="b", route_id="r").usage.estimated
+    empty = _converse(output={"message": {"role": "assistant", "content": []}}, metrics={"latencyMs": "soon"})
+    answer = bedrock_shape.from_provider_response(empty, provider="b", route_id="r")
+    assert (answer.text, answer.finish_reason, answer.provider_latency_ms) == ("", "stop", None)
+
+
+MALFORMED_EVENTS = {
+    "not an object": ["contentBlockDelta"],
+    "delta body not an object": {"contentBlockDelta": "hi"},
+    "no delta (what botocore makes of a payload that is not JSON)": {"contentBlockDelta": {}},
+    "null delta": {"contentBlockDelta": {"contentBlockIndex": 0, "delta": None}},
+    "text a number": {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": 42}}},
+    "tool input a number": {"contentBlockDelta": {"contentBlockIndex": 1, "delta": {"toolUse": {"input": 1}}}},
+    "index a string": {"contentBlockDelta": {"contentBlockIndex": "1", "delta": {"toolUse": {"input": "{"}}}},
+    "tool start without id": {"contentBlockStart": {"contentBlockIndex": 1, "start": {"toolUse": {"name": "f"}}}},
+    "messageStop without stopReason": {"messageStop": {}},
+    "usage count a float": {"metadata": {"usage": {"inputTokens": 1e300, "outputTokens": 1}}},
+    "usage a list": {"metadata": {"usage": [1, 2]}},
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_EVENTS))
+def test_a_malformed_stream_event_is_a_protocol_error(name: str) -> None:
+    state = bedrock_shape.StreamState("bedrock", "r", "rid")
+    with pytest.raises(ProtocolError, match="unreadable ConverseStream event") as info:
+        state.events(MALFORMED_EVENTS[name])
+    assert (info.value.provider, info.value.route_id, info.value.request_id) == ("bedrock", "r", "rid")
+
+
+def test_a_metadata_event_without_usage_completes_the_stream_with_usage_left_to_estimate() -> None:
+    state = bedrock_shape.StreamState("bedrock", "r")
+    assert state.events({"messageStop": {"stopReason": "end_turn"}})[0].finish_reason == "stop"
+    assert state.events({"metadata": {"metrics": {"latencyMs": 3}}}) == []
+    state.check_complete()
+    reasoning = {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hmm"}}}}
+    assert state.events(reasoning) == []  # other delta kinds are not part of a chat answer
+
+
+@pytest.mark.parametrize("mode", ["chat", "stream"])
+@pytest.mark.parametrize("kind", ["json_list", "invalid_utf8", "not_json", "html_page", "null_message"])
+def test_answers_botocore_cannot_parse_are_protocol_errors(
+    adapter: BedrockAdapter, emu: BedrockEmulator, kind: str, mode: str
+) -> None:
+    emu.malformed(kind)
+    with pytest.raises(ProtocolError) as info:
+        adapter.chat(req()) if mode == "chat" else list(adapter.stream(req()))
+    assert info.value.route_id == "bedrock-us"
+
+
+def test_only_exceptions_raised_inside_botocores_parsers_are_mapped(adapter: BedrockAdapter) -> None:
+    try:
+        None.get("x")  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        assert adapter._map(exc, None) is None  # a bug in our own code stays a bug

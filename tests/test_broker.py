@@ -188,9 +188,13 @@ def test_the_last_guard_refuses_a_route_the_filters_removed(tmp_path: Path, two:
             Executor.guard(us_route, decision)
 
 
-def test_unknown_tenant_uses_default_only_when_defined(tmp_path: Path, local_emulator: OpenAICompatEmulator) -> None:
+def test_unknown_tenant_is_refused_and_no_tenant_means_default(tmp_path: Path, local_emulator: OpenAICompatEmulator) -> None:
     with make(policy_dict([priced(local_emulator, "a", 0.1)], tmp=tmp_path)) as broker:
-        assert broker.chat(model="llama-3.1-8b", messages=MSG, tenant="stranger").route.id == "a"
+        with pytest.raises(UnknownTenant, match="'stranger'"):
+            broker.chat(model="llama-3.1-8b", messages=MSG, tenant="stranger")
+        assert local_emulator.requests == []
+        reply = broker.chat(model="llama-3.1-8b", messages=MSG)
+        assert reply.route.id == "a" and reply.decision.tenant == reply.decision.rules_tenant == "default"
     tenants = {"team": {"objective": "cost", "residency": ["on-prem"]}}
     with make(policy_dict([priced(local_emulator, "a", 0.1)], tenants, tmp=tmp_path)) as broker:
         with pytest.raises(UnknownTenant):

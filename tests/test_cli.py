@@ -74,3 +74,57 @@ def test_report_json_after_calls(suite: EmulatorSuite, tmp_path: Path, monkeypat
     rows = json.loads(result.output)
     assert {r["tenant"] for r in rows} == {"default", "acme-eu"}
     assert all({"provider", "model", "region", "calls", "input_tokens", "output_tokens", "cost_usd"} <= set(r) for r in rows)
+
+
+# --------------------------------------------------------------------------- errors: one line, no traceback
+
+SECRET = "s3cr3t-Pa55"
+UNREACHABLE = f"postgresql://broker:{SECRET}@127.0.0.1:1/usage"  # nothing listens on port 1
+
+
+def one_error_line(result) -> str:
+    """The single stderr line of a failed command; a raw exception would leave result.exception set."""
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.output
+    assert SECRET not in result.output
+    return lines[0]
+
+
+def test_report_on_an_unreachable_ledger_prints_one_line() -> None:
+    result = runner.invoke(app, ["report", "--ledger", UNREACHABLE])
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert line.startswith("error: MeteringError: ") and "127.0.0.1:1" in line
+
+
+def test_report_with_an_unsupported_ledger_url_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["report", "--ledger", f"mysql://root:{SECRET}@db/usage"])
+    assert result.exit_code == 2
+    assert "unsupported ledger URL" in one_error_line(result)
+
+
+def test_report_on_a_missing_folder_names_it(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["report", "--ledger", f"sqlite://{tmp_path / 'gone' / 'u.db'}"])
+    assert result.exit_code == 1
+    assert "no ledger at" in one_error_line(result)
+
+
+def test_chat_with_a_ledger_that_cannot_open_prints_one_line(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(Path("policies/default.yaml").read_text() + f"ledger: {UNREACHABLE}\n")
+    result = runner.invoke(app, ["chat", "hi", "-p", str(policy)])
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith("error: MeteringError: ")
+    routed = runner.invoke(app, ["route", "hi", "-p", str(policy)])
+    assert routed.exit_code == 1 and one_error_line(routed).startswith("error: MeteringError: ")
+
+
+def test_a_bad_policy_file_is_one_line_and_a_usage_error(tmp_path: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("version: 1\nroutes: 5\ntenants: []\nnonsense: true\n")
+    for args in (["chat", "hi", "-p", str(policy)], ["report", "-p", str(policy)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert one_error_line(result).startswith("error: PolicyError: ")

@@ -499,3 +499,53 @@ def test_emulator_wire_shape(emu: GroqEmulator) -> None:
     assert "usage" in chunks[-1]["x_groq"] and "usage" not in chunks[-1]  # include_usage not asked
     assert all("x_groq" not in c for c in chunks[1:-1])
     assert raw.headers["x-ratelimit-reset-requests"] == "2m59.56s"
+
+
+# ---------------------------------------------------------------------- malformed answers through the SDK
+
+SDK_KINDS = ["html_page", "json_list", "not_json", "invalid_utf8", "null_message", "wrong_types", "no_choices",
+             "no_finish_reason", "usage_wrong_types"]
+
+
+@pytest.mark.parametrize("kind", SDK_KINDS)
+def test_what_the_sdk_makes_of_a_malformed_answer_is_a_protocol_error(
+    adapter: GroqAdapter, emu: GroqEmulator, kind: str
+) -> None:
+    """The SDK parses without validation: a text page comes back as `str`, a JSON list as `list`,
+    wrong types unchanged.  Each is a `ProtocolError`, and no pydantic warning is printed."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # model_dump of a wrong-typed field would warn
+        emu.malformed(kind)
+        with pytest.raises(ProtocolError) as chat_info:
+            adapter.chat(ask())
+        if kind not in ("no_finish_reason", "html_page"):  # streams with no finish: the broker's core judges
+            emu.malformed(kind)
+            with pytest.raises(ProtocolError):
+                list(adapter.stream(ask()))
+    assert chat_info.value.route_id == adapter.route.id and emu.reported.calls == 0
+
+
+async def test_async_sdk_results_that_are_not_objects_are_protocol_errors(adapter: GroqAdapter, emu: GroqEmulator) -> None:
+    for kind in ("html_page", "json_list"):
+        emu.malformed(kind)
+        with pytest.raises(ProtocolError, match="not an object"):
+            await adapter.achat(ask())
+    emu.malformed("json_list")
+    with pytest.raises(ProtocolError, match="not an object"):
+        [e async for e in adapter.astream(ask())]
+
+
+def test_x_groq_of_the_wrong_shape_is_a_protocol_error_and_odd_timings_are_left_out() -> None:
+    body = {"id": "c", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "x_groq": "req_1"}
+    with pytest.raises(ProtocolError, match="x_groq"):
+        from_provider_response(body, provider="groq", route_id="r")
+    with pytest.raises(ProtocolError, match="x_groq"):
+        stream_events({"id": "c", "choices": [], "x_groq": ["e"]}, provider="groq", route_id="r")
+    with pytest.raises(ProtocolError, match="not a JSON object"):
+        stream_events(["c"], provider="groq", route_id="r")  # type: ignore[arg-type]
+    usage = {"prompt_tokens": 1, "completion_tokens": 2, "queue_time": "fast", "total_time": float("nan"),
+             "prompt_time": True, "completion_time": 0.5}
+    assert timings_from(usage) == {"completion_time": 0.5}
+    assert timings_from("n/a") == {}

@@ -12,6 +12,7 @@ import pytest
 from ledger_fixtures import *  # noqa: F403  (fixtures: any_ledger, ledger_url, pg_url, sqlite_url, ...)
 from ledger_fixtures import make_event, write_from_process
 
+from broker.errors import MeteringError
 from broker.metering import LedgerNotFound, default_ledger_url, open_ledger, parse_group_by
 from broker.metering.sqlite import SQLiteLedger
 from broker.reports import ReportFilters
@@ -248,9 +249,9 @@ def test_text_is_stored_only_when_the_event_carries_it(sqlite_url) -> None:
     )
     ledger.close()
     db = sqlite3.connect(sqlite_url[len("sqlite://") :])
-    stored = dict(
-        (r[0], r[1:]) for r in db.execute("SELECT event_id, prompt_text, completion_text FROM usage_events")
-    )
+    stored = {
+        r[0]: r[1:] for r in db.execute("SELECT event_id, prompt_text, completion_text FROM usage_events")
+    }
     db.close()
     assert stored == {"plain": (None, None), "opted": ("hi", "yo")}
 
@@ -280,7 +281,7 @@ def test_ledger_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     four.close()
     with pytest.raises(LedgerNotFound):
         open_ledger(f"sqlite://{tmp_path / 'missing.db'}", create=False)
-    with pytest.raises(ValueError, match="unsupported ledger URL"):
+    with pytest.raises(MeteringError, match="unsupported ledger URL"):
         open_ledger("mysql://x/y")
 
 

@@ -35,8 +35,8 @@ TOOL = {
 
 
 def make_route(emu: OpenAICompatEmulator, **kw: object) -> Route:
-    fields = dict(id="local-a", provider="local", model="llama-3.1-8b", model_id="llama-8b",
-                  jurisdiction="on-prem", endpoint=f"{emu.url}/v1", timeout_s=5.0)
+    fields = {"id": "local-a", "provider": "local", "model": "llama-3.1-8b", "model_id": "llama-8b",
+              "jurisdiction": "on-prem", "endpoint": f"{emu.url}/v1", "timeout_s": 5.0}
     fields.update(kw)
     return Route(**fields)  # type: ignore[arg-type]
 
@@ -182,8 +182,11 @@ def test_stream_without_end_marker_is_a_protocol_error(emu: OpenAICompatEmulator
 
     with NoEnd() as short:
         a = LocalAdapter(make_route(short), http=HttpClients())
+        acc = StreamAccumulator()
+        for event in a.stream(req()):  # the adapter hands on what came; the broker judges the end
+            acc.add(event)
         with pytest.raises(ProtocolError, match="before the answer was complete"):
-            list(a.stream(req()))
+            acc.response(req())
 
 
 def test_malformed_body_is_a_protocol_error(adapter: LocalAdapter, emu: OpenAICompatEmulator) -> None:
@@ -256,7 +259,8 @@ def test_pure_translation_without_a_socket() -> None:
          "usage": {"prompt_tokens": 3, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 2}}},
         provider="local", route_id="r")
     assert (parsed.text, parsed.usage.input_tokens, parsed.usage.cached_input_tokens) == ("hi", 3, 2)
-    no_usage = openai_shape.response_from_body({"choices": [{"message": {"content": "x"}}]}, provider="p", route_id="r")
+    no_usage = openai_shape.response_from_body(
+        {"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]}, provider="p", route_id="r")
     assert no_usage.usage.estimated
     with pytest.raises(ProtocolError):
         openai_shape.response_from_body({"choices": []}, provider="local", route_id="r")
@@ -295,3 +299,170 @@ def test_malformed_stream_chunks_are_protocol_errors(emulator: type[OpenAICompat
     with emulator() as e:
         with pytest.raises(ProtocolError, match="unreadable stream chunk"):
             list(LocalAdapter(make_route(e), http=HttpClients()).stream(req()))
+
+
+# ---------------------------------------------------------------------- malformed answers (shared converter)
+
+_OK_CHOICE = {"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+
+
+def _body(**changes: object) -> dict[str, object]:
+    body: dict[str, object] = {"id": "x", "choices": [dict(_OK_CHOICE)], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    body.update(changes)
+    return body
+
+
+def _choice(**changes: object) -> dict[str, object]:
+    return _body(choices=[{**_OK_CHOICE, **changes}])
+
+
+def _message(**changes: object) -> dict[str, object]:
+    return _choice(message={"role": "assistant", "content": "hi", **changes})
+
+
+MALFORMED_BODIES = {
+    "not an object": ["x"],
+    "text": "<html>502</html>",
+    "null": None,
+    "no choices key": {"id": "x", "usage": {"prompt_tokens": 1}},
+    "empty choices": _body(choices=[]),
+    "choices not a list": _body(choices={"0": _OK_CHOICE}),
+    "choice not an object": _body(choices=["stop"]),
+    "message missing": _body(choices=[{"finish_reason": "stop"}]),
+    "message null": _choice(message=None),
+    "message a string": _choice(message="hi"),
+    "no finish reason": _choice(finish_reason=None),
+    "finish reason a number": _choice(finish_reason=1),
+    "content a number": _message(content=42),
+    "content an object": _message(content={"text": "hi"}),
+    "tool_calls not a list": _message(tool_calls={"id": "c"}),
+    "tool call not an object": _message(tool_calls=["lookup"]),
+    "tool call without function": _message(tool_calls=[{"id": "c"}]),
+    "tool call without name": _message(tool_calls=[{"id": "c", "function": {"arguments": "{}"}}]),
+    "arguments a number": _message(tool_calls=[{"id": "c", "function": {"name": "f", "arguments": 7}}]),
+    "arguments a list": _message(tool_calls=[{"id": "c", "function": {"name": "f", "arguments": [1]}}]),
+    "usage not an object": _body(usage=[3, 1]),
+    "prompt_tokens a float": _body(usage={"prompt_tokens": 1e300, "completion_tokens": 1}),
+    "prompt_tokens infinite": _body(usage={"prompt_tokens": float("inf"), "completion_tokens": 1}),
+    "completion_tokens a string": _body(usage={"prompt_tokens": 1, "completion_tokens": "12"}),
+    "completion_tokens a boolean": _body(usage={"prompt_tokens": 1, "completion_tokens": True}),
+    "cached_tokens a string": _body(usage={"prompt_tokens": 1, "prompt_tokens_details": {"cached_tokens": "2"}}),
+    "timings with a float": _body(usage=None, timings={"prompt_n": 1.5, "predicted_n": 1}),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_BODIES))
+def test_a_malformed_answer_body_is_a_protocol_error(name: str) -> None:
+    with pytest.raises(ProtocolError, match="unreadable chat completion") as info:
+        openai_shape.response_from_body(MALFORMED_BODIES[name], provider="local", route_id="r")
+    assert (info.value.provider, info.value.route_id) == ("local", "r")
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (_message(content=""), ""),  # an empty answer that finished: small models give them
+        (_message(content=None), ""),  # null content (vLLM when all output went to reasoning)
+        (_message(content=None, tool_calls=[{"id": "c", "function": {"name": "f", "arguments": {"q": 1}}}]), ""),
+    ],
+)
+def test_empty_or_null_content_with_a_finish_reason_is_an_answer(body: dict[str, object], text: str) -> None:
+    parsed = openai_shape.response_from_body(body, provider="local", route_id="r")
+    assert parsed.text == text and parsed.finish_reason == "stop"
+    if parsed.tool_calls:
+        assert parsed.tool_calls[0].parsed_arguments() == {"q": 1}  # an object is written out as JSON
+
+
+def test_token_counts_pass_through_unchanged_for_the_core_to_judge() -> None:
+    for counts in ((2**63, 5), (-1000, -1000), (0, 0)):
+        body = _body(usage={"prompt_tokens": counts[0], "completion_tokens": counts[1]})
+        usage = openai_shape.response_from_body(body, provider="local", route_id="r").usage
+        assert (usage.input_tokens, usage.output_tokens) == counts and not usage.estimated
+
+
+def test_usage_from_llamacpp_timings_when_usage_is_missing() -> None:
+    body = _body(usage=None, timings={"prompt_n": 7, "cache_n": 2, "predicted_n": 4, "predicted_ms": 1.5})
+    usage = openai_shape.response_from_body(body, provider="local", route_id="r").usage
+    assert (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) == (9, 4, 2)
+    assert openai_shape.response_from_body(_body(usage=None), provider="l", route_id="r").usage.estimated
+
+
+def _chunk(**changes: object) -> dict[str, object]:
+    return {"id": "x", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None, **changes}]}
+
+
+MALFORMED_CHUNKS = {
+    "not an object": [1, 2],
+    "no choices key": {"id": "x"},
+    "choices not a list": {"id": "x", "choices": "hi"},
+    "choice not an object": {"id": "x", "choices": [None]},
+    "delta null before the finish": _chunk(delta=None),
+    "delta missing before the finish": {"id": "x", "choices": [{"index": 0, "finish_reason": None}]},
+    "delta a string": _chunk(delta="hi"),
+    "content a number": _chunk(delta={"content": 42}),
+    "tool_calls not a list": _chunk(delta={"tool_calls": {"index": 0}}),
+    "tool call index a string": _chunk(delta={"tool_calls": [{"index": "0", "function": {"arguments": "{"}}]}),
+    "tool call arguments a number": _chunk(delta={"tool_calls": [{"index": 0, "function": {"arguments": 3}}]}),
+    "finish reason a number": _chunk(finish_reason=0),
+    "usage a string": {"id": "x", "choices": [], "usage": "12"},
+    "usage count a float": {"id": "x", "choices": [], "usage": {"prompt_tokens": 1e300}},
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_CHUNKS))
+def test_a_malformed_stream_chunk_is_a_protocol_error(name: str) -> None:
+    with pytest.raises(ProtocolError, match="unreadable stream chunk") as info:
+        openai_shape.events_from_chunk(MALFORMED_CHUNKS[name], provider="local", route_id="r")
+    assert (info.value.provider, info.value.route_id) == ("local", "r")
+
+
+def test_well_formed_chunks_that_carry_little_are_read() -> None:
+    final = {"id": "x", "choices": [{"index": 0, "delta": None, "finish_reason": "stop"}]}
+    assert [e.finish_reason for e in openai_shape.events_from_chunk(final, provider="l", route_id="r")] == ["stop"]
+    usage_only = {"id": "x", "choices": [], "usage": {"prompt_tokens": 2**63, "completion_tokens": 1}}
+    (event,) = openai_shape.events_from_chunk(usage_only, provider="l", route_id="r")
+    assert event.usage is not None and event.usage.input_tokens == 2**63
+    assert openai_shape.events_from_chunk(_chunk(delta={"content": ""}), provider="l", route_id="r") == []
+
+
+class _SplitCharacter(OpenAICompatEmulator):
+    """Sends a text delta whose two-byte character is cut across two HTTP chunks."""
+
+    def stream_chunks(self, rid, body, plan, include_usage):  # type: ignore[no-untyped-def]
+        chunk = self.chunk(rid, body, {"content": "caf\u00e9 cr\u00e8me"})
+        data = b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+        cut = data.index("\u00e9".encode()) + 1
+        yield data[:cut]
+        yield data[cut:]
+        yield openai_compat.sse(self.chunk(rid, body, {}, "stop"))
+        yield openai_compat.sse("[DONE]")
+
+
+def test_stream_text_is_decoded_strictly_but_across_chunk_boundaries() -> None:
+    with _SplitCharacter() as e:
+        events = list(LocalAdapter(make_route(e), http=HttpClients()).stream(req()))
+    assert "".join(ev.text for ev in events) == "caf\u00e9 cr\u00e8me"
+
+
+@pytest.mark.parametrize("mode", ["chat", "stream", "achat", "astream"])
+def test_bytes_that_are_not_utf8_are_a_protocol_error(emu: OpenAICompatEmulator, mode: str) -> None:
+    emu.malformed("invalid_utf8")
+    adapter = LocalAdapter(make_route(emu), http=HttpClients())
+
+    async def run_async() -> object:
+        if mode == "achat":
+            return await adapter.achat(req())
+        return [e async for e in adapter.astream(req())]
+
+    with pytest.raises(ProtocolError, match="UnicodeDecodeError"):
+        if mode == "chat":
+            adapter.chat(req())
+        elif mode == "stream":
+            list(adapter.stream(req()))
+        else:
+            asyncio.run(run_async())
+
+
+def test_unknown_malformed_kind_is_refused(emu: OpenAICompatEmulator) -> None:
+    with pytest.raises(ValueError, match="unknown malformed kind"):
+        emu.malformed("garbled")

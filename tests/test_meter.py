@@ -13,11 +13,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-from broker.errors import MeteringError
 from ledger_fixtures import *  # noqa: F403  (fixtures: any_ledger, ledger_url, pg_url, sqlite_url, ...)
 from ledger_fixtures import FlakyLedger, make_event
 
+from broker.errors import MeteringError
 from broker.metering import Meter, event_from_json, open_ledger, replay_spill
 
 UTC = timezone.utc

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from adapters.vertex import VertexOptions
 from broker.cli.policy_cmd import policy_app
 from broker.policy import load_policy
+from broker.policy.lint import lint_policy
+from broker.policy.loader import load_policy_document
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = sorted((ROOT / "policies").rglob("*.yaml"))
@@ -34,8 +38,9 @@ def test_default_policy_shape() -> None:
     assert by_id["azure-eu-70b"].jurisdiction == "eu" and by_id["azure-eu-70b"].api_key_env == "AZURE_AI_API_KEY"
     assert by_id["local-8b"].jurisdiction == "on-prem" and by_id["local-8b"].endpoint == "http://127.0.0.1:8000/v1"
     assert by_id["bedrock-us-70b"].endpoint is None and by_id["bedrock-us-70b"].model_id.startswith("us.")
-    assert by_id["vertex-us-maverick"].options["project"] == "my-project"
-    assert by_id["vertex-us-maverick"].options["access_token_env"] == "VERTEX_ACCESS_TOKEN"
+    vertex = by_id["vertex-us-maverick"].options
+    assert isinstance(vertex, VertexOptions)  # typed by the adapter's own options model
+    assert vertex.project == "my-project" and vertex.access_token_env == "VERTEX_ACCESS_TOKEN"
     assert policy.tenant("default").residency == ["us", "eu", "on-prem"]
     acme = policy.tenant("acme-eu")
     assert acme.objective == "latency" and acme.residency == ["eu", "on-prem"]
@@ -74,7 +79,18 @@ def test_team_policy_composes_on_the_org_default() -> None:
 def test_validate_ok_exit_zero() -> None:
     result = CliRunner().invoke(policy_app, ["validate", *map(str, POLICIES)])
     assert result.exit_code == 0, result.output
-    assert f"ok: {ROOT / 'policies' / 'default.yaml'} (9 routes, 3 tenants)" in result.stdout
+    assert f"ok: {ROOT / 'policies' / 'default.yaml'} (9 routes, 3 tenants" in result.stdout
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.name)
+def test_shipped_policies_warn_only_about_what_is_true_of_them(path: Path) -> None:
+    """Credentials unset here, retired catalog rows and EU tenants without Llama 4 are true; a
+    profile in the wrong region, a model id of another model or an impossible SLO would be mistakes."""
+    found = lint_policy(load_policy_document(path, env={}), today=dt.date(2026, 12, 1), env={})
+    assert {f.kind for f in found} <= {"credential", "lifecycle", "unreachable"}, [str(f) for f in found]
+    for finding in found:
+        if finding.kind == "unreachable":
+            assert "(residency:" in finding.message or "retired" in finding.message, finding
 
 
 def test_validate_reports_every_error_and_exits_one(tmp_path: Path) -> None:

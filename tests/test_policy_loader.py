@@ -78,7 +78,8 @@ def test_unknown_region_without_jurisdiction(tmp_path: Path) -> None:
 def test_unlisted_region_is_accepted_with_an_explicit_jurisdiction(tmp_path: Path) -> None:
     text = """\
         routes:
-          - {id: x, provider: local, model: llama-3.1-8b, region: rack-7, jurisdiction: on-prem}
+          - {id: x, provider: local, model: llama-3.1-8b, region: rack-7, jurisdiction: on-prem,
+             endpoint: "http://10.0.0.7:8000/v1"}
         tenants:
           default: {residency: [on-prem]}
         """
@@ -280,14 +281,14 @@ def test_env_expansion_and_defaults(tmp_path: Path) -> None:
             model: llama-3.3-70b
             region: ${AWS_REGION_X:-us-east-1}
             endpoint: ${BEDROCK_URL:-}
-            options: {note: "costs $$5"}
+            options: {profile: "team$$5"}
         tenants: {default: {residency: [us, on-prem]}}
         """
     path = write(tmp_path, text)
     plain = load_policy(path, env={})
     assert plain.route("local").endpoint == "http://127.0.0.1:8000/v1"
     assert plain.route("bedrock").endpoint is None  # empty string means "provider default"
-    assert plain.route("bedrock").options == {"note": "costs $5"}
+    assert plain.route("bedrock").options.get("profile") == "team$5"
     aimed = load_policy(path, env={"LOCAL_URL": "http://127.0.0.1:5001/v1", "BEDROCK_URL": "http://127.0.0.1:5002",
                                    "AWS_REGION_X": "us-west-2"})
     assert aimed.route("local").endpoint == "http://127.0.0.1:5001/v1"
@@ -391,8 +392,10 @@ def test_catalog_fills_model_id_price_capabilities_and_lifecycle(tmp_path: Path)
           - {id: b, provider: bedrock, model: Llama-3.3-70B-Instruct, region: us-east-2,
              model_id: "meta.llama3-3-70b-instruct-v1:0", capabilities: {max_output_tokens: 2048}}
           - {id: m, provider: bedrock, model: llama-4-maverick, region: us-west-2}
-          - {id: a, provider: azure, model: llama-3.3-70b, region: swedencentral, model_id: my-deployment}
-          - {id: z, provider: azure, model: llama-3.3-70b, region: eastus, price: null}
+          - {id: a, provider: azure, model: llama-3.3-70b, region: swedencentral, model_id: my-deployment,
+             endpoint: "https://a.services.ai.azure.com/models"}
+          - {id: z, provider: azure, model: llama-3.3-70b, region: eastus, price: null,
+             endpoint: "https://z.services.ai.azure.com/models"}
         tenants: {default: {residency: any}}
         """
     policy = load_policy(write(tmp_path, text), env={})
@@ -424,7 +427,7 @@ def test_residency_must_be_stated_somewhere(tmp_path: Path) -> None:
 
 def test_policy_without_tenants_gets_a_default_from_default_residency(tmp_path: Path) -> None:
     policy = load_policy(write(tmp_path, "default_residency: any\nroutes:\n" + BEDROCK_70B), env={})
-    assert policy.tenant("anyone").name == "default" and policy.tenant("anyone").residency is None
+    assert policy.tenant("default").name == "default" and policy.tenant("default").residency is None
 
 
 def test_tenant_lookup_falls_back_to_default_or_raises(tmp_path: Path) -> None:
@@ -463,7 +466,8 @@ def test_policy_catalog_section_adds_models_and_deployments(tmp_path: Path) -> N
             - {provider: bedrock, model: llama-3.3-70b, region: us-east-1, model_id: "us.meta.llama3-3-70b-instruct-v1:0",
                price: {input_per_mtok: "0.50", output_per_mtok: "0.50", source: contract}}
         routes:
-          - {id: ft, provider: local, model: acme/8b, jurisdiction: on-prem, model_id: acme-8b}
+          - {id: ft, provider: local, model: acme/8b, jurisdiction: on-prem, model_id: acme-8b,
+             endpoint: "http://gpu-box:8000/v1"}
           - {id: b, provider: bedrock, model: llama-3.3-70b, region: us-east-1}
         tenants: {default: {residency: [us, on-prem]}}
         """

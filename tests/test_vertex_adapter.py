@@ -28,13 +28,13 @@ from adapters.vertex import (
     service_base_url,
 )
 from broker.errors import (
-    PolicyError,
     AuthError,
     ContentFiltered,
     ContextTooLong,
     CredentialsError,
     InvalidRequest,
     ModelNotAvailable,
+    PolicyError,
     ProtocolError,
     ProviderError,
     Throttled,
@@ -489,7 +489,7 @@ def test_service_account_file_signs_a_jwt_grant_and_gives_the_project(
     path.write_text(json.dumps(info))
     emu.valid_tokens = {"fresh-1"}
     route = make_route(emu.url, credentials_file=str(path))
-    route = route.model_copy(update={"options": {k: v for k, v in route.options.items() if k != "project"}})
+    route = route.model_copy(update={"options": {k: v for k, v in route.options.as_dict().items() if k != "project"}})
     VertexAdapter(route, http=http).chat(req())
     assert header(emu.requests[-1], "Authorization") == "Bearer fresh-1"
     assert emu.targets[-1].project == "sa-project"
@@ -595,3 +595,28 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("kind", ["not_json", "json_list", "invalid_utf8", "no_choices", "null_message",
+                                  "wrong_types", "usage_wrong_types"])
+def test_every_malformed_kind_is_a_protocol_error_in_chat_and_stream(
+    emu: VertexEmulator, http: HttpClients, kind: str
+) -> None:
+    adapter = adapter_for(emu, http)
+    emu.malformed(kind)
+    with pytest.raises(ProtocolError) as chat_info:
+        adapter.chat(req())
+    emu.malformed(kind)
+    with pytest.raises(ProtocolError) as stream_info:
+        list(adapter.stream(req()))
+    for exc in (chat_info.value, stream_info.value):
+        assert (exc.provider, exc.route_id) == ("vertex", adapter.route.id)
+    assert emu.reported.calls == 0
+
+
+def test_a_google_error_in_a_stream_is_still_googles_error(http: HttpClients, emu: VertexEmulator) -> None:
+    adapter = adapter_for(emu, http)
+    with pytest.raises(Throttled):
+        adapter.chunk_events({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}})
+    with pytest.raises(ProtocolError, match="no choices"):
+        adapter.chunk_events({"id": "c", "object": "chat.completion.chunk"})

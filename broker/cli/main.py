@@ -1,22 +1,57 @@
-"""`llama-broker`: chat, route --explain, demo, policy validate/show, report."""
+"""`llama-broker`: chat, route --explain, demo, policy validate/show, report.
+
+Every `BrokerError` that reaches the command line is handled in one place (`BrokerGroup`):
+one line on stderr, ``error: <kind>: <message>``, and exit status 2 when the user's input
+was wrong (a policy file, a tenant, a request) or 1 for a failure at run time; never a
+traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
+
+from broker.errors import BrokerError, InvalidRequest, PolicyError, UnknownTenant
 
 from .demo import demo
 from .policy_cmd import policy_app
 from .report_cmd import report
+
+__all__ = ["BrokerGroup", "app", "error_line", "main"]
+
+#: Errors in what the user gave (exit 2); every other `BrokerError` is a run-time failure (exit 1).
+USAGE_ERRORS: tuple[type[BrokerError], ...] = (PolicyError, UnknownTenant, InvalidRequest)
+
+
+def error_line(exc: BrokerError) -> str:
+    """``error: <kind>: <first line>``, with a count of the lines left out (a policy's other issues)."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()] or [""]
+    more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+    return f"error: {type(exc).__name__}: {lines[0].strip()}{more}"
+
+
+class BrokerGroup(TyperGroup):
+    """The command group: turns a `BrokerError` from any command into one line and an exit status."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokerError as exc:
+            typer.echo(error_line(exc), err=True)
+            raise typer.Exit(2 if isinstance(exc, USAGE_ERRORS) else 1) from None
+
 
 app = typer.Typer(
     name="llama-broker",
     help="Route Llama chat calls across Bedrock, Vertex AI, Azure AI Foundry, Groq and local runners.",
     no_args_is_help=True,
     add_completion=False,
+    cls=BrokerGroup,
 )
 app.add_typer(policy_app, name="policy", help="Validate and inspect policy files.")
 app.command("report", help="Cost report from the usage ledger.")(report)
@@ -27,7 +62,7 @@ PolicyOpt = typer.Option(None, "--policy", "-p", help="Policy file (default: the
 
 def _messages(prompt: str, system: str | None) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": prompt}]
+    return [*messages, {"role": "user", "content": prompt}]
 
 
 @app.command()
@@ -41,25 +76,21 @@ def chat(
     policy: Path | None = PolicyOpt,
 ) -> None:
     """Send one chat call through the broker and print the answer and where it went."""
-    from broker import Broker, BrokerError
+    from broker import Broker
 
-    params = {"max_tokens": max_tokens} if max_tokens else {}
-    try:
-        with Broker(str(policy) if policy else None) as broker:
-            if stream:
-                final = None
-                for event in broker.stream(model=model, messages=_messages(prompt, system), tenant=tenant, **params):
-                    sys.stdout.write(event.text)
-                    sys.stdout.flush()
-                    final = event.response or final
-                sys.stdout.write("\n")
-                reply = final
-            else:
-                reply = broker.chat(model=model, messages=_messages(prompt, system), tenant=tenant, **params)
-                typer.echo(reply.text)
-    except BrokerError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from None
+    params: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
+    with Broker(str(policy) if policy else None) as broker:
+        if stream:
+            final = None
+            for event in broker.stream(model=model, messages=_messages(prompt, system), tenant=tenant, **params):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+                final = event.response or final
+            sys.stdout.write("\n")
+            reply = final
+        else:
+            reply = broker.chat(model=model, messages=_messages(prompt, system), tenant=tenant, **params)
+            typer.echo(reply.text)
     if reply is not None and reply.route is not None:
         cost = f"${reply.cost_usd:.6f}" if reply.cost_usd is not None else "cost unknown"
         typer.echo(
@@ -81,22 +112,19 @@ def route(
     policy: Path | None = PolicyOpt,
 ) -> None:
     """Show where a call would go, and why, without calling any provider."""
-    from broker import Broker, BrokerError, NoEligibleRoute
+    from broker import Broker, NoEligibleRoute
+    from broker.policy.decision import Decision
 
-    params = {"max_tokens": max_tokens} if max_tokens else {}
+    params: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
     try:
         with Broker(str(policy) if policy else None) as broker:
             decision = broker.route(
                 model=model, messages=[{"role": "user", "content": prompt}], tenant=tenant, stream=stream, **params
             )
     except NoEligibleRoute as exc:
-        if exc.decision is not None:
+        if isinstance(exc.decision, Decision):  # show every candidate and why, then the error line
             typer.echo(json.dumps(exc.decision.to_dict(), indent=2) if as_json else exc.decision.explain())
-        typer.echo(f"error: NoEligibleRoute: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except BrokerError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise
     if as_json:
         typer.echo(json.dumps(decision.to_dict(), indent=2))
     elif explain:

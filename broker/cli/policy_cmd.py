@@ -12,6 +12,8 @@ from rich.table import Table
 
 from ..errors import PolicyError
 from ..policy import Policy, builtin_catalog, load_policy
+from ..policy.lint import lint_policy
+from ..policy.loader import load_policy_document
 
 __all__ = ["policy_app"]
 
@@ -26,20 +28,36 @@ policy_app = typer.Typer(
 @policy_app.command("validate")
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Policy files to check.", show_default=False)],
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")] = False,
+    today: Annotated[str | None, typer.Option(help="Date for lifecycle checks (YYYY-MM-DD; default today).")] = None,
 ) -> None:
-    """Check policy files; print every error as FILE:LINE: message and exit 1 if any."""
+    """Check policy files: errors as FILE:LINE: message, warnings as FILE:LINE: warning: message.
+
+    Exits 1 if any file has an error (or, with --strict, a warning).
+    """
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
+    day = dt.date.fromisoformat(today) if today else None
     failed = False
     for file in files:
         try:
-            policy = load_policy(file)
+            loaded = load_policy_document(file)
         except PolicyError as exc:
             failed = True
             for issue in exc.issues:
                 err.print(str(issue), markup=False)
             continue
-        out.print(f"ok: {file} ({len(policy.routes)} routes, {len(policy.tenants)} tenants)", markup=False)
+        findings = lint_policy(loaded, today=day)
+        for finding in findings:
+            shown = f"{finding.file}:{finding.line}: {finding.message}" if strict else str(finding)
+            err.print(shown, markup=False)
+        if strict and findings:
+            failed = True
+            continue
+        policy = loaded.policy
+        counts = f"{len(policy.routes)} routes, {len(policy.tenants)} tenants"
+        warned = f"; {len(findings)} warning{'s' if len(findings) != 1 else ''}" if findings else ""
+        out.print(f"ok: {file} ({counts}{warned})", markup=False)
     if failed:
         raise typer.Exit(code=1)
 

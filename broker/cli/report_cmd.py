@@ -21,17 +21,21 @@ class ReportFormat(str, Enum):
 
 
 def _ledger_url(ledger: str | None, policy: Path | None) -> str | None:
+    """The ledger to read: ``--ledger``, else the policy's (a bad policy file is its `PolicyError`)."""
     if ledger:
-        return ledger
-    if policy is not None:
-        from broker.errors import PolicyError
-        from broker.policy.loader import load_policy
+        from broker.errors import MeteringError
+        from broker.metering.location import ledger_kind
 
         try:
-            return load_policy(policy).ledger
-        except PolicyError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from None
+            ledger_kind(ledger)  # the URL's form only: an unsupported or malformed one is a usage error
+        except MeteringError as exc:
+            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        return ledger
+    if policy is not None:
+        from broker.policy.loader import load_policy
+
+        return load_policy(policy).ledger
     return None
 
 
@@ -101,7 +105,7 @@ def report(
         raise typer.BadParameter(str(exc)) from None
 
     url = _ledger_url(ledger, policy)
-    try:
+    try:  # any other MeteringError (a server that cannot be reached) is one line, from the CLI's handler
         store = open_ledger(url, create=False)
     except LedgerNotFound as exc:
         typer.echo(f"error: {exc} (nothing metered yet, or pass --ledger / --policy)", err=True)

@@ -107,5 +107,5 @@ class LatencyTracker:
         p50 = p95 = None
         if window:
             p50 = window[len(window) // 2]
-            p95 = window[min(len(window) - 1, int(round(0.95 * (len(window) - 1))))]
+            p95 = window[min(len(window) - 1, round(0.95 * (len(window) - 1)))]
         return LatencyEstimate(s.ttft, s.per_token, p50, p95, s.samples)

@@ -10,9 +10,12 @@
     meter.month_to_date("acme", now)   # budget reads: one query per (tenant, month), then a running total
     meter.close()                      # flushes
 
-See docs/metering.md for the storage format and the buffering guarantees.
+An event a ledger refuses (usage out of bounds, values the database rejects) is set aside
+as a `DeadLetter` and the rest of its batch commits.  See docs/metering.md for the storage
+format, the dead letters and the buffering guarantees.
 """
 
+from broker.metering.deadletter import MAX_TOKENS_PER_EVENT, DeadLetter, usage_problem
 from broker.metering.events import UsageEvent, event_from_json, event_to_json, new_event_id
 from broker.metering.ledger import Ledger, LedgerNotFound
 from broker.metering.location import data_dir, default_ledger_url, open_ledger
@@ -21,6 +24,8 @@ from broker.metering.query import DIMENSIONS, ReportFilters, parse_group_by
 
 __all__ = [
     "DIMENSIONS",
+    "MAX_TOKENS_PER_EVENT",
+    "DeadLetter",
     "Ledger",
     "LedgerNotFound",
     "Meter",
@@ -34,4 +39,5 @@ __all__ = [
     "open_ledger",
     "parse_group_by",
     "replay_spill",
+    "usage_problem",
 ]

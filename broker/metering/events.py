@@ -1,9 +1,10 @@
 """The usage event: one record per attempt of a call, written to the ledger.
 
 `UsageEvent` is a frozen, slotted dataclass because the engine builds one for every
-attempt on the hot path.  Construction checks the few things that would otherwise make a
-ledger write fail later (a naive timestamp, a non-finite cost): a bad event is refused
-where it is made, so it can never block a batch of good ones in the meter's buffer.
+attempt on the hot path.  Construction checks a naive timestamp and a non-finite cost, so
+such an event is refused where it is made.  Anything else a ledger cannot take (usage out
+of bounds, values the database rejects) is set aside by the ledger as a dead letter
+(`broker.metering.deadletter`), so it never blocks a batch of good ones either.
 
 `cost_usd` is `None` when the price of the route was unknown.  It is never recorded as
 zero: reports count such calls in `unknown_cost_calls` instead of adding a false $0.
@@ -104,4 +105,4 @@ def event_from_json(data: Mapping[str, Any]) -> UsageEvent:
 
 def dumps_event(event: UsageEvent) -> str:
     """One JSON line for a spill file."""
-    return json.dumps(event_to_json(event), sort_keys=True, separators=(",", ":"))
+    return json.dumps(event_to_json(event), sort_keys=True, separators=(",", ":"), default=str)

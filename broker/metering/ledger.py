@@ -18,14 +18,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from broker.errors import MeteringError
+
 if TYPE_CHECKING:
+    from broker.metering.deadletter import DeadLetter
     from broker.metering.events import UsageEvent
     from broker.metering.query import ReportFilters
 
 __all__ = ["Ledger", "LedgerNotFound"]
 
 
-class LedgerNotFound(FileNotFoundError):
+class LedgerNotFound(MeteringError, FileNotFoundError):
     """A ledger was opened with ``create=False`` and does not exist."""
 
 
@@ -36,7 +39,18 @@ class Ledger(Protocol):
     url: str
 
     def write(self, events: Sequence[UsageEvent]) -> int:
-        """Insert events, skipping ids already present; returns how many rows were new."""
+        """Insert events, skipping ids already present; returns how many rows were new.
+
+        Events the ledger refuses (usage out of bounds, values the database rejects) are set
+        aside as dead letters and the rest of the batch commits; any other failure is a
+        `MeteringError` and nothing of the batch is committed.
+        """
+
+    def set_aside(self, entries: Sequence[DeadLetter]) -> None:
+        """Keep dead letters made elsewhere (unreadable lines of a spill file)."""
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The events this ledger set aside, oldest first."""
 
     def spend(self, tenant: str, since: datetime, until: datetime | None = None) -> Decimal:
         """Sum of the known costs of `tenant` in ``[since, until)``; unknown costs add nothing."""

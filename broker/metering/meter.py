@@ -11,6 +11,9 @@ Guarantees (see docs/metering.md):
 * **Retry without double counting.** A failed write leaves its events buffered, in order,
   for the next flush; the ledger is idempotent by event id, so a batch that committed but
   reported an error is not counted twice when retried.
+* **A bad event never blocks a flush.** The ledger sets aside an event it refuses (a dead
+  letter, with the reason) and commits the rest, so a write fails only when the ledger
+  itself does.  Budget totals leave out the events a ledger would refuse.
 * **Durable mode.** `record()` returns only after the event (and anything buffered before it)
   is committed; if the ledger fails, the event stays buffered and the error is raised.
 * **Close.** `close()` stops the thread and flushes; if the ledger still fails, the pending
@@ -36,12 +39,17 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker.errors import MeteringError
+from broker.metering.deadletter import DeadLetter, dead_letter_line, reason_of, spill_dead_letters, usage_problem
 from broker.metering.events import UsageEvent, dumps_event, event_from_json
 from broker.metering.ledger import Ledger
-from broker.metering.location import data_dir
+from broker.metering.paths import data_dir
 from broker.metering.query import utc
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Meter", "replay_spill"]
 
@@ -117,7 +125,7 @@ class Meter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the meter is closed")
-            if event.cost_usd is not None and event.tenant in self._tracked:
+            if event.cost_usd is not None and event.tenant in self._tracked and usage_problem(event) is None:
                 self._add_to_totals(event)
             self._buffer.append(event)
             now = self._clock()
@@ -158,7 +166,7 @@ class Meter:
             self._write_pending()
         except Exception as exc:
             raise MeteringError(
-                f"the usage ledger refused a write ({type(exc).__name__}); {self.pending} events kept for retry"
+                f"the usage ledger refused a write ({_failure(exc)}); {self.pending} events kept for retry"
             ) from exc
         finally:
             self._write_lock.release()
@@ -186,7 +194,7 @@ class Meter:
             self.flush()
             return True
         except Exception as exc:
-            log.warning("usage ledger write failed (%s); %d events kept for retry", exc, self.pending)
+            log.warning("usage ledger write failed: %s", exc)  # the message counts the events kept
             return False
 
     def _flush_or_spill(self) -> None:
@@ -286,7 +294,7 @@ class Meter:
         except Exception:  # pragma: no cover - interpreter exit: report and go on
             log.exception("closing the usage meter at exit failed")
 
-    def __enter__(self) -> Meter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -316,7 +324,10 @@ class Meter:
                     (
                         e.cost_usd
                         for e in self._buffer
-                        if e.tenant == tenant and e.cost_usd is not None and start <= utc(e.timestamp) < end
+                        if e.tenant == tenant
+                        and e.cost_usd is not None
+                        and start <= utc(e.timestamp) < end
+                        and usage_problem(e) is None
                     ),
                     Decimal(0),
                 )
@@ -334,23 +345,53 @@ class Meter:
                 self._totals[key] += event.cost_usd  # type: ignore[operator]
 
 
+def _failure(exc: BaseException) -> str:
+    """What failed, in a few words: a ledger's `MeteringError` says it; other errors by type."""
+    return str(exc) if isinstance(exc, MeteringError) else type(exc).__name__
+
+
+def _read_spill_line(line: str) -> UsageEvent | DeadLetter:
+    try:
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return event_from_json(data)
+    except Exception as exc:
+        return dead_letter_line(line, f"unreadable spill line: {reason_of(exc)}")
+
+
 def replay_spill(ledger: Ledger, path: str | Path, *, remove: bool = True, batch: int = 5_000) -> int:
     """Write the events of a spill file to `ledger`; returns how many were new.
 
-    Safe to run twice: the ledger skips event ids it already holds.  The file is removed
-    after a complete replay unless ``remove=False``.
+    Safe to run twice: the ledger skips event ids it already holds.  Events the ledger
+    refuses, and lines that are not readable events, are set aside as dead letters (with
+    the reason) while the rest commits.  The file is removed after a complete replay unless
+    ``remove=False``.
     """
     path = Path(path)
     inserted = 0
     chunk: list[UsageEvent] = []
-    with open(path, encoding="utf-8") as fh:
+    unreadable: list[DeadLetter] = []
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for line in fh:
-            if line.strip():
-                chunk.append(event_from_json(json.loads(line)))
+            if not line.strip():
+                continue
+            item = _read_spill_line(line.rstrip("\n"))
+            if isinstance(item, DeadLetter):
+                unreadable.append(item)
+            else:
+                chunk.append(item)
             if len(chunk) >= batch:
                 inserted += ledger.write(chunk)
                 chunk = []
     inserted += ledger.write(chunk)
+    if unreadable:
+        set_aside = getattr(ledger, "set_aside", None)
+        if set_aside is not None:
+            set_aside(unreadable)
+        else:
+            where = spill_dead_letters(path.parent, unreadable)
+            log.warning("%d unreadable lines of %s set aside in %s", len(unreadable), path, where)
     if remove:
         path.unlink()
     return inserted

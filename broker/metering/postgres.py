@@ -6,18 +6,29 @@ Costs are ``NUMERIC(38, 12)`` (exact, to the picodollar like the SQLite backend)
 NOTHING``, so a retried batch never counts twice.  Schema creation holds an advisory lock,
 so instances starting together do not race.  A broken connection is reopened on the next
 call, which lets the meter's retry of a failed flush go through once the server is back.
+
+An event the server refuses (a ``NUMERIC`` or ``BIGINT`` overflow, any ``DataError``, text
+that cannot be encoded, usage out of bounds) goes to the ``usage_dead_letter`` table in the
+same transaction, and the rest of its batch commits (`broker.metering.deadletter`).
+Connection and database errors are `MeteringError` with a one-line message that never
+shows the URL's password.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from broker.errors import MissingDependency
+from broker.errors import MeteringError, MissingDependency
+from broker.metering.deadletter import DeadLetter, isolate, log_refused, reason_of, screen, spill_dead_letters
 from broker.metering.events import UsageEvent
+from broker.metering.paths import data_dir, redact
 from broker.metering.query import (
     COST_SCALE,
     Dimension,
@@ -29,7 +40,12 @@ from broker.metering.query import (
     utc,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = ["PostgresLedger"]
+
+log = logging.getLogger("llama_broker.metering")
 
 _SCHEMA_LOCK_KEY = 0x6C6C616D61  # "llama": the advisory lock taken while creating the schema
 
@@ -65,6 +81,14 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS usage_events_tenant_ts ON usage_events (tenant, ts)",
     "CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts)",
+    """
+    CREATE TABLE IF NOT EXISTS usage_dead_letter (
+        event_id    TEXT PRIMARY KEY,
+        event       TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        ts          TIMESTAMPTZ NOT NULL
+    )
+    """,
 )
 
 _COLUMNS = (
@@ -77,6 +101,10 @@ _INSERT = (
     f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 25)}) "
     "ON CONFLICT (event_id) DO NOTHING"
 )
+_INSERT_DEAD = (
+    "INSERT INTO usage_dead_letter (event_id, event, reason, ts) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
 _METRICS_SQL = (
     "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cost_usd), "
     "COUNT(*) FILTER (WHERE cost_usd IS NULL), COUNT(*) FILTER (WHERE usage_estimated), "
@@ -87,6 +115,7 @@ _METRICS_SQL = (
 def _psycopg() -> Any:
     try:
         import psycopg
+        import psycopg.conninfo
         import psycopg.types.json
     except ImportError as exc:
         err = MissingDependency("postgresql ledger", "psycopg", "postgres")
@@ -111,6 +140,48 @@ def _dimension_sql(dim: Dimension, params: list[Any]) -> str:
     }.get(dim.key, dim.key)
 
 
+def _where(url: str) -> str:
+    """``user@host:port/db`` of a URL, for messages (never the password)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}@" if parts.username else ""
+        return redact(f"{user}{host}{port}{parts.path}")
+    except ValueError:
+        return "<malformed URL>"
+
+
+def _row(e: UsageEvent, jsonb: Any) -> tuple[Any, ...]:
+    return (
+        e.event_id,
+        e.request_id,
+        e.attempt,
+        e.tenant,
+        jsonb(dict(e.tags)),
+        e.model,
+        e.provider,
+        e.region,
+        e.jurisdiction,
+        e.model_id,
+        e.route_id,
+        e.input_tokens,
+        e.output_tokens,
+        e.cached_input_tokens,
+        bool(e.usage_estimated),
+        _cost(e.cost_usd),
+        e.price_version,
+        e.latency_ms,
+        e.ttft_ms,
+        e.status,
+        e.error_kind,
+        utc(e.timestamp),
+        e.policy_version,
+        e.prompt_text,
+        e.completion_text,
+    )
+
+
 class PostgresLedger:
     """A usage ledger in a PostgreSQL database (see the module docstring)."""
 
@@ -122,12 +193,46 @@ class PostgresLedger:
         self._lock = threading.RLock()
         self._conn: Any = None
         self._closed = False
-        with self._lock:
+        self._password = self._url_password(url)
+        try:
+            self._psycopg.conninfo.conninfo_to_dict(url)
+        except self._psycopg.Error as exc:  # its message repeats the URL: not kept as the cause
+            raise MeteringError(f"malformed ledger URL {redact(url)!r}: {self._reason(exc)}") from None
+        with self._lock, self._errors("connect"):
             conn = self._connection()
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+            except BaseException:
+                self.close()
+                raise
+
+    @staticmethod
+    def _url_password(url: str) -> str | None:
+        try:
+            return urlsplit(url).password or None
+        except ValueError:
+            return None
+
+    def _reason(self, exc: BaseException) -> str:
+        text = redact(reason_of(exc))
+        return text.replace(self._password, "***") if self._password else text
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """psycopg errors as `MeteringError`: one line, naming the server, never the password."""
+        try:
+            yield
+        except self._psycopg.Error as exc:
+            where = _where(self.url)
+            raise MeteringError(f"the PostgreSQL ledger at {where} could not {action}: {self._reason(exc)}") from exc
+
+    def _refused(self, exc: BaseException) -> bool:
+        """Whether an insert failed because of the row's values (not the server or the connection)."""
+        psycopg = self._psycopg
+        return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError, OverflowError, UnicodeError, TypeError))
 
     def _connection(self) -> Any:
         if self._closed:
@@ -147,41 +252,50 @@ class PostgresLedger:
         if not events:
             return 0
         jsonb = self._psycopg.types.json.Jsonb
-        rows = [
-            (
-                e.event_id,
-                e.request_id,
-                e.attempt,
-                e.tenant,
-                jsonb(dict(e.tags)),
-                e.model,
-                e.provider,
-                e.region,
-                e.jurisdiction,
-                e.model_id,
-                e.route_id,
-                e.input_tokens,
-                e.output_tokens,
-                e.cached_input_tokens,
-                bool(e.usage_estimated),
-                _cost(e.cost_usd),
-                e.price_version,
-                e.latency_ms,
-                e.ttft_ms,
-                e.status,
-                e.error_kind,
-                utc(e.timestamp),
-                e.policy_version,
-                e.prompt_text,
-                e.completion_text,
-            )
-            for e in events
-        ]
-        with self._lock:
+        rows, refused = screen(events, lambda e: _row(e, jsonb))
+        with self._lock, self._errors("write"):
             conn = self._connection()
+            with conn.transaction():
+                inserted, rejected = isolate(rows, lambda part: self._insert_part(conn, part), self._refused)
+                refused += rejected
+                where = self._set_aside(conn, refused) if refused else ""
+        log_refused(refused, where)
+        return inserted
+
+    @staticmethod
+    def _insert_part(conn: Any, rows: list[tuple[Any, ...]]) -> int:
+        """Insert `rows` in a savepoint of the open transaction: all of them or none."""
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(_INSERT, rows)
+            return int(cur.rowcount)
+
+    def _set_aside(self, conn: Any, entries: Sequence[DeadLetter]) -> str:
+        """Dead letters into their table, in the open transaction; a spill file if it refuses them."""
+        try:
             with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(_INSERT, rows)
-                return int(cur.rowcount)
+                cur.executemany(_INSERT_DEAD, [(e.event_id, e.event, e.reason, e.timestamp) for e in entries])
+        except (self._psycopg.DataError, self._psycopg.IntegrityError, self._psycopg.ProgrammingError) as exc:
+            path = spill_dead_letters(data_dir(), entries)
+            log.error("the usage_dead_letter table refused a write (%s); written to %s", self._reason(exc), path)
+            return str(path)
+        return "usage_dead_letter"
+
+    def set_aside(self, entries: Sequence[DeadLetter]) -> None:
+        """Keep dead letters made outside `write` (unreadable spill lines)."""
+        if not entries:
+            return
+        with self._lock, self._errors("write"):
+            conn = self._connection()
+            with conn.transaction():
+                where = self._set_aside(conn, entries)
+        log_refused(entries, where)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The events this ledger set aside, oldest first."""
+        sql = "SELECT event_id, event, reason, ts FROM usage_dead_letter ORDER BY ts, event_id"
+        with self._lock, self._errors("read"):
+            fetched = self._connection().execute(sql).fetchall()
+        return [DeadLetter(r[0], r[1], r[2], r[3].astimezone(timezone.utc)) for r in fetched]
 
     # ------------------------------------------------------------------ reads
 
@@ -191,7 +305,7 @@ class PostgresLedger:
         if until is not None:
             sql += " AND ts < %s"
             params.append(utc(until))
-        with self._lock:
+        with self._lock, self._errors("read"):
             (total,) = self._connection().execute(sql, params).fetchone()
         return Decimal(0) if total is None else tidy_decimal(total)
 
@@ -214,7 +328,7 @@ class PostgresLedger:
             sql += " WHERE " + " AND ".join(clauses)
         if dims:
             sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
-        with self._lock:
+        with self._lock, self._errors("read"):
             fetched = self._connection().execute(sql, params).fetchall()
         out = []
         for r in fetched:
@@ -239,7 +353,7 @@ class PostgresLedger:
         return out
 
     def count(self) -> int:
-        with self._lock:
+        with self._lock, self._errors("read"):
             return int(self._connection().execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
 
     # ------------------------------------------------------------------ lifecycle
@@ -251,7 +365,7 @@ class PostgresLedger:
                 if self._conn is not None:
                     self._conn.close()
 
-    def __enter__(self) -> PostgresLedger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -157,4 +157,7 @@ def to_picousd(cost: Decimal) -> int:
 def tidy_decimal(value: Decimal) -> Decimal:
     """`value` without trailing zeros and never in exponent form (``100``, ``0.00072``)."""
     normal = _EXACT.normalize(value)
-    return normal if normal.as_tuple().exponent <= 0 else normal.quantize(Decimal(1), context=_EXACT)
+    exponent = normal.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent <= 0:  # a str exponent: NaN or infinity, kept as is
+        return normal
+    return normal.quantize(Decimal(1), context=_EXACT)

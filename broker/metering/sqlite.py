@@ -4,6 +4,9 @@ The file runs in WAL mode, so readers never block the writer.  Every write takes
 write lock up front (``BEGIN IMMEDIATE``) and waits up to `busy_timeout_s` for it instead of
 failing, so several threads and several processes can share one file without losing an
 event.  Inserts are ``ON CONFLICT(event_id) DO NOTHING``: a retried batch never counts twice.
+An event the file refuses (usage out of bounds, an integer beyond 64 bits, text that cannot
+be encoded) goes to the ``usage_dead_letter`` table in the same transaction, and the rest of
+its batch commits (`broker.metering.deadletter`).  Database errors are `MeteringError`.
 
 Exact money: costs are stored as integer picodollars (`cost_picousd`, 1e-12 USD) and summed
 in SQL as two integer sums (whole micro-dollars and the picodollar remainder), so a total is
@@ -15,16 +18,21 @@ prefixes.  Tags are JSON text with sorted keys.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from decimal import Decimal, localcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from broker.errors import MeteringError
+from broker.metering.deadletter import DeadLetter, isolate, log_refused, reason_of, screen, spill_dead_letters
 from broker.metering.events import UsageEvent
+from broker.metering.paths import data_dir
 from broker.metering.query import (
     Dimension,
     filter_equalities,
@@ -35,9 +43,14 @@ from broker.metering.query import (
     utc,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = ["SQLiteLedger"]
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("llama_broker.metering")
+
+SCHEMA_VERSION = 2  # v2 added usage_dead_letter
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _SCHEMA = (
@@ -72,6 +85,14 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS usage_events_tenant_ts ON usage_events (tenant, ts)",
     "CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts)",
+    """
+    CREATE TABLE IF NOT EXISTS usage_dead_letter (
+        event_id    TEXT PRIMARY KEY,
+        event       TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        ts          TEXT NOT NULL
+    )
+    """,
 )
 
 _COLUMNS = (
@@ -84,11 +105,26 @@ _INSERT = (
     f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) ON CONFLICT(event_id) DO NOTHING"
 )
 
+_INSERT_DEAD = (
+    "INSERT INTO usage_dead_letter (event_id, event, reason, ts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(event_id) DO NOTHING"
+)
+
 _METRICS_SQL = (
     "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), "
     "SUM(cost_picousd / 1000000), SUM(cost_picousd % 1000000), "
     "SUM(cost_picousd IS NULL), SUM(usage_estimated), SUM(status = 'error')"
 )
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether an insert failed because of the row's values (not the database itself)."""
+    if isinstance(
+        exc,
+        (OverflowError, UnicodeError, TypeError, sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError),
+    ):
+        return True
+    return isinstance(exc, sqlite3.ProgrammingError) and str(exc).startswith("Error binding parameter")
 
 
 def ts_text(value: datetime) -> str:
@@ -152,14 +188,25 @@ class SQLiteLedger:
         self.url = "sqlite://" + (self.path if self.path == ":memory:" else str(Path(self.path).resolve()))
         self.busy_timeout_s = busy_timeout_s
         self.spill_dir: Path | None = None if self.path == ":memory:" else Path(self.path).resolve().parent
-        if self.spill_dir is not None:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._closed = False
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._setup(synchronous)
+        with self._errors("open"):
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            try:
+                self._setup(synchronous)
+            except BaseException:
+                self._db.close()
+                raise
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Database errors as `MeteringError` (one line; the cause keeps the original)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise MeteringError(f"the SQLite ledger {self.path} could not {action}: {reason_of(exc)}") from exc
 
     def _setup(self, synchronous: str) -> None:
         db = self._db
@@ -177,8 +224,8 @@ class SQLiteLedger:
         db.execute(f"PRAGMA synchronous = {synchronous}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"ledger {self.path} has schema v{version}; this broker knows v{SCHEMA_VERSION}"
+            raise MeteringError(
+                f"the SQLite ledger {self.path} has schema v{version}; this broker knows v{SCHEMA_VERSION}"
             )
         if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
@@ -196,19 +243,78 @@ class SQLiteLedger:
     def write(self, events: Sequence[UsageEvent]) -> int:
         if not events:
             return 0
-        rows = [_row(e) for e in events]
-        with self._lock:
+        rows, refused = screen(events, _row)
+        with self._lock, self._errors("write"):
             db = self._connection()
-            before = db.total_changes
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(_INSERT, rows)
+                inserted, rejected = isolate(rows, self._insert_part, _refused)
+                refused += rejected
+                where = self._set_aside(db, refused) if refused else ""
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            return db.total_changes - before
+        log_refused(refused, where)
+        return inserted
+
+    def _insert_part(self, rows: list[tuple[Any, ...]]) -> int:
+        """Insert `rows` in a savepoint of the open transaction: all of them or none."""
+        db = self._db
+        before = db.total_changes
+        db.execute("SAVEPOINT part")
+        try:
+            db.executemany(_INSERT, rows)
+        except BaseException:
+            db.execute("ROLLBACK TO part")
+            db.execute("RELEASE part")
+            raise
+        db.execute("RELEASE part")
+        return db.total_changes - before
+
+    def _set_aside(self, db: sqlite3.Connection, entries: Sequence[DeadLetter]) -> str:
+        """Dead letters into their table, in the open transaction; a spill file if it refuses them."""
+        db.execute("SAVEPOINT dead")
+        try:
+            db.executemany(
+                _INSERT_DEAD, [(e.event_id, e.event, e.reason, ts_text(e.timestamp)) for e in entries]
+            )
+        except Exception as exc:
+            db.execute("ROLLBACK TO dead")
+            db.execute("RELEASE dead")
+            path = spill_dead_letters(self.spill_dir or data_dir(), entries)
+            log.error("the usage_dead_letter table refused a write (%s); written to %s", reason_of(exc), path)
+            return str(path)
+        db.execute("RELEASE dead")
+        return "usage_dead_letter"
+
+    def set_aside(self, entries: Sequence[DeadLetter]) -> None:
+        """Keep dead letters made outside `write` (unreadable spill lines)."""
+        if not entries:
+            return
+        with self._lock, self._errors("write"):
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                where = self._set_aside(db, entries)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        log_refused(entries, where)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The events this ledger set aside, oldest first."""
+        with self._lock, self._errors("read"):
+            fetched = (
+                self._connection()
+                .execute("SELECT event_id, event, reason, ts FROM usage_dead_letter ORDER BY ts, event_id")
+                .fetchall()
+            )
+        return [DeadLetter(r[0], r[1], r[2], datetime.strptime(r[3], _TS_FORMAT).replace(tzinfo=timezone.utc))
+                for r in fetched]
 
     # ------------------------------------------------------------------ reads
 
@@ -221,7 +327,7 @@ class SQLiteLedger:
         if until is not None:
             sql += " AND ts < ?"
             params.append(ts_text(until))
-        with self._lock:
+        with self._lock, self._errors("read"):
             micro, rest = self._connection().execute(sql, params).fetchone()
         return picousd_sum(micro, rest) or Decimal(0)
 
@@ -237,7 +343,7 @@ class SQLiteLedger:
         sql = f"SELECT {', '.join([*select, _METRICS_SQL])} FROM {source}{where}"
         if dims:
             sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
-        with self._lock:
+        with self._lock, self._errors("read"):
             fetched = self._connection().execute(sql, [*params, *where_params]).fetchall()
         return [self._to_row(dims, r) for r in fetched if r[len(dims)]]
 
@@ -274,7 +380,7 @@ class SQLiteLedger:
         return row
 
     def count(self) -> int:
-        with self._lock:
+        with self._lock, self._errors("read"):
             return int(self._connection().execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
 
     # ------------------------------------------------------------------ lifecycle
@@ -290,7 +396,7 @@ class SQLiteLedger:
                 self._closed = True
                 self._db.close()
 
-    def __enter__(self) -> SQLiteLedger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

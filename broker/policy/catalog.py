@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -30,7 +30,9 @@ from ..routes import Capabilities, Lifecycle, Price
 from .schema import JURISDICTIONS, CapabilitiesPatch, CatalogDoc, DeploymentSpec, schema_keys
 from .yaml_source import LineIndex, issues_from_validation, read_yaml
 
-__all__ = ["Catalog", "CatalogEntry", "Jurisdictions", "ModelInfo", "builtin_catalog", "load_catalog", "load_jurisdictions"]
+__all__ = [
+    "Catalog", "CatalogEntry", "Jurisdictions", "ModelInfo", "builtin_catalog", "load_catalog", "load_jurisdictions",
+]
 
 Where = tuple[str, int]
 
@@ -225,8 +227,9 @@ def _jurisdictions_from(data: Any, name: str, index: LineIndex, issues: list[Pol
 
     names = dict(data.get("jurisdictions") or {})
     if set(names) != JURISDICTIONS:
+        differ = sorted(set(names) ^ JURISDICTIONS)
         issues.append(PolicyIssue(name, at(data, "jurisdictions"),
-                                  f"jurisdictions differ from the closed set in schema.py: {sorted(set(names) ^ JURISDICTIONS)}"))
+                                  f"jurisdictions differ from the closed set in schema.py: {differ}"))
     clouds: dict[str, _Cloud] = {}
     for cloud_name, cloud in (data.get("clouds") or {}).items():
         regions = dict(cloud.get("regions") or {})
@@ -234,7 +237,8 @@ def _jurisdictions_from(data: Any, name: str, index: LineIndex, issues: list[Pol
             if jurisdiction not in names:
                 issues.append(PolicyIssue(name, at(cloud["regions"], region), f"unknown jurisdiction {jurisdiction!r}"))
         pattern = cloud.get("endpoint_pattern")
-        clouds[cloud_name] = _Cloud(frozenset(cloud.get("providers") or ()), regions, re.compile(pattern) if pattern else None)
+        compiled = re.compile(pattern) if pattern else None
+        clouds[cloud_name] = _Cloud(frozenset(cloud.get("providers") or ()), regions, compiled)
     return Jurisdictions(names, clouds, data.get("provider_defaults") or {}, data.get("model_id_prefixes") or {})
 
 
@@ -277,13 +281,17 @@ def apply_catalog_doc(
     """
     root = data
     node = _walk(data, path)
+    keys = schema_keys()
     try:
-        doc = CatalogDoc.model_validate({k: v for k, v in node.items() if k != "deployments"}) if isinstance(node, dict) else CatalogDoc()
+        head = {k: v for k, v in node.items() if k != "deployments"} if isinstance(node, dict) else {}
+        doc = CatalogDoc.model_validate(head)
     except ValidationError as exc:
-        issues.extend(issues_from_validation(exc, root=root, prefix=path, index=index, default=default, known_keys=schema_keys()))
+        issues.extend(issues_from_validation(
+            exc, root=root, prefix=path, index=index, default=default, known_keys=keys))
         return base
     if isinstance(node, dict) and not isinstance(node.get("deployments", []), list):
-        issues.append(PolicyIssue(*index.lookup(root, (*path, "deployments"), default), "deployments must be a list"))
+        file, line = index.lookup(root, (*path, "deployments"), default)
+        issues.append(PolicyIssue(file, line, "deployments must be a list"))
     models = dict(base.models)
     owner = {a.casefold(): m.id for m in models.values() for a in (m.id, *m.aliases)}
     for model_id, spec in doc.models.items():
@@ -293,8 +301,8 @@ def apply_catalog_doc(
         for alias in (model_id, *spec.aliases):
             taken = owner.get(alias.casefold())
             if taken is not None and taken != model_id:
-                where = index.lookup(root, (*path, "models", model_id, "aliases"), default)
-                issues.append(PolicyIssue(*where, f"model {model_id!r}: alias {alias!r} already names {taken!r}"))
+                file, line = index.lookup(root, (*path, "models", model_id, "aliases"), default)
+                issues.append(PolicyIssue(file, line, f"model {model_id!r}: alias {alias!r} already names {taken!r}"))
             owner.setdefault(alias.casefold(), model_id)
         models[model_id] = ModelInfo(model_id, spec.name or (old.name if old else model_id), aliases, caps)
     added: list[CatalogEntry] = []
@@ -302,11 +310,16 @@ def apply_catalog_doc(
     for i, item in enumerate(raw if isinstance(raw, list) else []):
         loc = (*path, "deployments", i)
         try:
-            spec = DeploymentSpec.model_validate(item)
+            deployment = DeploymentSpec.model_validate(item)
         except ValidationError as exc:
-            issues.extend(issues_from_validation(exc, root=root, prefix=loc, index=index, default=default, known_keys=schema_keys()))
+            issues.extend(issues_from_validation(
+                exc, root=root, prefix=loc, index=index, default=default, known_keys=keys))
             continue
-        added.extend(_entries_from(spec, doc, models, base.jurisdictions, lambda k: index.lookup(root, (*loc, k), default), issues))
+
+        def at(key: str, loc: tuple[Any, ...] = loc) -> Where:
+            return index.lookup(root, (*loc, key), default)
+
+        added.extend(_entries_from(deployment, doc, models, base.jurisdictions, at, issues))
     replaced = {(e.provider, e.model, e.region, e.model_id) for e in added}
     entries = [*added, *(e for e in base.entries if (e.provider, e.model, e.region, e.model_id) not in replaced)]
     return Catalog(models=models, entries=entries, jurisdictions=base.jurisdictions,
@@ -315,19 +328,20 @@ def apply_catalog_doc(
 
 def _entries_from(
     spec: DeploymentSpec, doc: CatalogDoc, models: Mapping[str, ModelInfo], table: Jurisdictions,
-    at: Any, issues: list[PolicyIssue],
+    at: Callable[[str], Where], issues: list[PolicyIssue],
 ) -> list[CatalogEntry]:
     owner = {a.casefold(): m.id for m in models.values() for a in (m.id, *m.aliases)}
     logical = owner.get(spec.model.casefold())
     if logical is None:
-        issues.append(PolicyIssue(*at("model"), f"unknown model {spec.model!r}; declare it under models:"))
+        issues.append(PolicyIssue(*at("model"), message=f"unknown model {spec.model!r}; declare it under models:"))
         return []
     regions: list[str | None] = list(spec.regions) if spec.regions is not None else [spec.region]
     for region in regions:
         if region is None and table.is_regional(spec.provider):
-            issues.append(PolicyIssue(*at("provider"), f"a {spec.provider} deployment needs a region"))
+            issues.append(PolicyIssue(*at("provider"), message=f"a {spec.provider} deployment needs a region"))
         elif region is not None and table.derive(spec.provider, region, spec.model_id)[0] is None:
-            issues.append(PolicyIssue(*at("regions" if spec.regions else "region"), f"unknown region {region!r} for {spec.provider}"))
+            where = at("regions" if spec.regions else "region")
+            issues.append(PolicyIssue(*where, message=f"unknown region {region!r} for {spec.provider}"))
     price = spec.price
     if price is not None and (price.source is None or price.as_of is None):
         price = price.model_copy(update={

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from broker.errors import BrokerError
 from broker.routes import Route
 
-__all__ = ["Candidate", "Decision", "Verdict"]
+__all__ = ["Candidate", "Decision", "RouteFailure", "Verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +39,26 @@ class Candidate:
         return self.removed_by is None
 
 
+@dataclass(frozen=True, slots=True)
+class RouteFailure:
+    """A ranked route the call could not use (its adapter could not be built or configured)."""
+
+    route_id: str
+    error: BrokerError = field(repr=False, compare=False)
+
+    @property
+    def reason(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"
+
+
 @dataclass(frozen=True)
 class Decision:
-    """Where a call may go, in order, and why.  `routes` is the ranked list the executor tries."""
+    """Where a call may go, in order, and why.  `routes` is the ranked list the executor tries.
+
+    `tenant` is the name the call gave (the one metered); `rules_tenant` the tenant whose
+    rules applied: the same name, or `default` for a name the policy does not have when the
+    policy says `unknown_tenants: default`.
+    """
 
     tenant: str
     model: str
@@ -49,11 +67,19 @@ class Decision:
     tenant_policy: Any = field(repr=False, compare=False)
     warnings: tuple[str, ...] = ()
     downgraded_from: str | None = None
+    rules_tenant: str = ""
+    failures: tuple[RouteFailure, ...] = field(default=(), compare=False)
     routes: tuple[Route, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         ranked = sorted((c for c in self.candidates if c.eligible), key=lambda c: c.rank or 0)
         object.__setattr__(self, "routes", tuple(c.route for c in ranked))
+        if not self.rules_tenant:
+            object.__setattr__(self, "rules_tenant", self.tenant)
+
+    def record_failure(self, route: Route, error: BrokerError) -> None:
+        """Note a ranked route the executor had to pass over because it could not be used."""
+        object.__setattr__(self, "failures", (*self.failures, RouteFailure(route.id, error)))
 
     @property
     def allowed_jurisdictions(self) -> list[str] | None:
@@ -67,11 +93,13 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         return {
             "tenant": self.tenant,
+            "rules_tenant": self.rules_tenant,
             "model": self.model,
             "objective": self.objective,
             "downgraded_from": self.downgraded_from,
             "allowed_jurisdictions": self.allowed_jurisdictions,
             "warnings": list(self.warnings),
+            "failures": [{"route": f.route_id, "reason": f.reason} for f in self.failures],
             "candidates": [
                 {
                     "route": c.route.id,
@@ -94,6 +122,8 @@ class Decision:
     def explain(self) -> str:
         """A human-readable account of the decision, one line per candidate."""
         head = f"tenant={self.tenant} model={self.model} objective={self.objective}"
+        if self.rules_tenant != self.tenant:
+            head += f" (not in the policy: served under tenant {self.rules_tenant!r}'s rules)"
         if self.downgraded_from:
             head += f" (downgraded from {self.downgraded_from} by budget)"
         lines = [head]
@@ -109,6 +139,8 @@ class Decision:
                 lines.append(f"  -- {r.id:<24} {where:<36} removed by {c.removed_by}: {c.reason}")
             for w in c.warnings:
                 lines.append(f"       ! {w}")
+        for f in self.failures:
+            lines.append(f"  x {f.route_id} could not be used: {f.reason}")
         for w in self.warnings:
             lines.append(f"  ! {w}")
         return "\n".join(lines)

@@ -4,6 +4,11 @@
     hard filters (broker/policy/filters.py), each recorded with its reason
     rank the survivors by the tenant's objective (broker/policy/ranking.py)
 
+A tenant the policy does not name is refused (`UnknownTenant`), or, with `unknown_tenants:
+default`, served under the `default` tenant's rules: the decision keeps the name the call gave
+(it is metered under it, and its budget is counted on its own spend) and records whose rules
+applied; the first call under each such name logs a warning.
+
 Budgets act before any route is considered: a tenant over its limit is refused
 (`block`), moved to its cheaper model (`downgrade`) or let through with a warning (`alert`).
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,6 +36,7 @@ __all__ = ["Router", "SpendSource"]
 
 log = logging.getLogger("llama_broker.policy")
 _EOL_WARNING_DAYS = 90
+_MAX_WARNED_NAMES = 10_000  # names warned about once each; past this many, no more are remembered
 
 
 class SpendSource(Protocol):
@@ -65,13 +72,16 @@ class Router:
         self.spend = spend
         self.now = now
         self._by_model: dict[str, tuple[Route, ...]] = {}
+        self._warned: set[str] = set()
+        self._warned_lock = threading.Lock()
         for route in policy.routes:
             self._by_model.setdefault(route.model, ())
             self._by_model[route.model] += (route,)
 
     # ------------------------------------------------------------------ budget
 
-    def _budget(self, tenant: Any, model: str, now: dt.datetime) -> _BudgetState:
+    def _budget(self, tenant: Any, model: str, now: dt.datetime, name: str) -> _BudgetState:
+        """The budget of `tenant`'s rules, counted on the spend of `name` (the tenant metered)."""
         budget = getattr(tenant, "budget", None)
         if budget is None or self.spend is None:
             return _BudgetState(model, None, None, ())
@@ -84,7 +94,7 @@ class Router:
         ):
             if limit is None:
                 continue
-            spent_now = spend_of(tenant.name, now)
+            spent_now = spend_of(name, now)
             left = Decimal(limit) - spent_now
             if remaining is None or left < remaining:  # the tighter limit speaks
                 remaining, spent_usd, limit_usd = left, spent_now, Decimal(limit)
@@ -94,21 +104,21 @@ class Router:
             return _BudgetState(model, remaining if budget.on_exceed == "block" else None, None, ())
         if budget.on_exceed == "block":
             raise BudgetExceeded(
-                f"tenant {tenant.name!r} has spent {spent_label}; its budget blocks further calls",
-                tenant=tenant.name,
+                f"tenant {name!r} has spent {spent_label}; its budget blocks further calls",
+                tenant=name,
                 spent_usd=spent_usd,
                 limit_usd=limit_usd,
             )
         target = budget.downgrade_to
         if budget.on_exceed == "downgrade" and target != model:
             if not (target and tenant.allows_model(target)):  # nothing to fall back to: refuse
-                raise BudgetExceeded(f"tenant {tenant.name!r} has spent {spent_label} and has no model to "
-                                     "downgrade to", tenant=tenant.name, spent_usd=spent_usd, limit_usd=limit_usd)
+                raise BudgetExceeded(f"tenant {name!r} has spent {spent_label} and has no model to "
+                                     "downgrade to", tenant=name, spent_usd=spent_usd, limit_usd=limit_usd)
             note = f"budget exceeded ({spent_label}): downgraded {model} -> {target}"
-            log.warning("tenant %s: %s", tenant.name, note)
+            log.warning("tenant %s: %s", name, note)
             return _BudgetState(self.policy.resolve_model(target), None, model, (note,))
         note = f"budget exceeded ({spent_label}); on_exceed={budget.on_exceed}"
-        log.warning("tenant %s: %s", tenant.name, note)
+        log.warning("tenant %s: %s", name, note)
         return _BudgetState(model, None, None, (note,))
 
     # ------------------------------------------------------------------ decide
@@ -116,11 +126,13 @@ class Router:
     def decide(self, request: ChatRequest, tenant_name: str, *, stream: bool = False) -> Decision:
         """The explained decision for one call.  Raises `NoEligibleRoute` when nothing survives."""
         tenant = self.policy.tenant(tenant_name)
+        if tenant.name != tenant_name:
+            self._warn_unknown(tenant_name, tenant.name)
         model = self.policy.resolve_model(request.model)
         if not tenant.allows_model(model):
-            raise NoEligibleRoute(f"tenant {tenant.name!r} may not use model {model!r}")
+            raise NoEligibleRoute(f"tenant {tenant_name!r} may not use model {model!r}")
         now = self.now()
-        budget = self._budget(tenant, model, now)
+        budget = self._budget(tenant, model, now, tenant_name)
         model = budget.model
         routes = self._by_model.get(model, ())
         if not routes:
@@ -141,7 +153,8 @@ class Router:
         candidates = [self._judge(route, ctx) for route in routes]
         candidates = rank(candidates, tenant.objective, getattr(tenant, "weights", None))
         decision = Decision(
-            tenant=tenant.name,
+            tenant=tenant_name,
+            rules_tenant=tenant.name,
             model=model,
             objective=tenant.objective,
             candidates=tuple(candidates),
@@ -152,6 +165,15 @@ class Router:
         if not decision.routes:
             self._refuse(decision, tenant)
         return decision
+
+    def _warn_unknown(self, name: str, rules: str) -> None:
+        with self._warned_lock:
+            if name in self._warned:
+                return
+            if len(self._warned) < _MAX_WARNED_NAMES:
+                self._warned.add(name)
+        log.warning("tenant %r is not in the policy; serving it under the %r tenant's rules "
+                    "(unknown_tenants: default) and metering it as %r", name, rules, name)
 
     def _judge(self, route: Route, ctx: CallContext) -> Candidate:
         warnings: list[str] = []
@@ -173,8 +195,8 @@ class Router:
         budget = getattr(tenant, "budget", None)
         if removed_by == {"budget"} and budget is not None and budget.on_exceed == "block":
             raise BudgetExceeded(
-                f"tenant {tenant.name!r}: every route would exceed the remaining budget",
-                tenant=tenant.name,
+                f"tenant {decision.tenant!r}: every route would exceed the remaining budget",
+                tenant=decision.tenant,
             )
         summary = "; ".join(f"{rid} ({why})" for rid, why in decision.removed.items())
         raise NoEligibleRoute(

@@ -49,7 +49,7 @@ def lifecycle(route: Route, ctx: CallContext) -> Verdict:
 def residency(route: Route, ctx: CallContext) -> Verdict:
     if ctx.tenant.allows_jurisdiction(route.jurisdiction):
         return Verdict(True, "residency")
-    return Verdict(False, "residency", f"jurisdiction {route.jurisdiction!r} not in {sorted(ctx.tenant.residency)}")
+    return Verdict(False, "residency", f"jurisdiction {route.jurisdiction!r} not in {sorted(ctx.tenant.residency or ())}")
 
 
 def providers(route: Route, ctx: CallContext) -> Verdict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ class Policy:
     metering: MeteringSettings = field(default_factory=MeteringSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     circuit: CircuitSettings = field(default_factory=CircuitSettings)
+    #: `refuse`: a call naming a tenant not in `tenants` is `UnknownTenant`; `default`: it is
+    #: served under the `default` tenant's rules (and metered under the name it gave)
+    unknown_tenants: str = "refuse"
     version: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -40,17 +44,32 @@ class Policy:
             "metering": self.metering.model_dump(mode="json"),
             "retry": self.retry.model_dump(mode="json"),
             "circuit": self.circuit.model_dump(mode="json"),
+            "unknown_tenants": self.unknown_tenants,
         }
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def tenant(self, name: str) -> TenantPolicy:
-        """The named tenant; an unknown name gets the `default` tenant if the policy has one."""
-        found = self.tenants.get(name) or self.tenants.get("default")
-        if found is None:
-            known = ", ".join(sorted(self.tenants)) or "none"
-            raise UnknownTenant(f"tenant {name!r} is not in policy {self.source} and it has no 'default' tenant (tenants: {known})")
-        return found
+        """The rules a call naming tenant `name` is served under.
+
+        A tenant the policy names gets its own.  Any other name is `UnknownTenant` (with the
+        closest tenant names as a hint), unless the policy says `unknown_tenants: default`:
+        then it gets the `default` tenant's rules (the returned policy's `name` is `default`).
+        """
+        found = self.tenants.get(name)
+        if found is not None:
+            return found
+        fallback = self.tenants.get("default") if self.unknown_tenants == "default" else None
+        if fallback is not None:
+            return fallback
+        close = difflib.get_close_matches(name, list(self.tenants), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        names = sorted(self.tenants)
+        known = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "") or "none"
+        raise UnknownTenant(
+            f"tenant {name!r} is not in policy {self.source}{hint} (tenants: {known}; "
+            "`unknown_tenants: default` serves unknown names under the `default` tenant's rules)"
+        )
 
     def route(self, route_id: str) -> Route:
         for r in self.routes:

@@ -48,13 +48,13 @@ def rank(candidates: Sequence[Candidate], objective: str, weights: Any = None) -
     eligible = [c for c in candidates if c.eligible]
     if objective == "latency":
         scores = [_latency(c) for c in eligible]
-        keys = [(s, _cost(c), c.route.id) for s, c in zip(scores, eligible)]
+        keys = [(s, _cost(c), c.route.id) for s, c in zip(scores, eligible, strict=True)]
     elif objective == "weighted":
         scores = _weighted_scores(eligible, weights)
-        keys = [(s, c.route.id) for s, c in zip(scores, eligible)]  # type: ignore[misc]
+        keys = [(s, c.route.id) for s, c in zip(scores, eligible, strict=True)]  # type: ignore[misc]
     else:
         scores = [_cost(c) for c in eligible]
-        keys = [(s, _latency(c), c.route.id) for s, c in zip(scores, eligible)]
+        keys = [(s, _latency(c), c.route.id) for s, c in zip(scores, eligible, strict=True)]
     order = sorted(range(len(eligible)), key=lambda i: keys[i])
     ranked = {
         eligible[i].route.id: replace(eligible[i], score=scores[i], rank=pos + 1) for pos, i in enumerate(order)

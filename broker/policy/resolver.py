@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import PolicyIssue
-from ..routes import Lifecycle, Route
+from ..routes import Lifecycle, Route, RouteOptions
 from .catalog import Catalog, apply_catalog_doc, builtin_catalog
 from .loaded import Policy
 from .schema import PolicyDoc, RouteSpec, TenantPolicy, TenantSpec, schema_keys
 from .yaml_source import LineIndex, issues_from_validation
 
-__all__ = ["build_policy"]
+if TYPE_CHECKING:
+    from ..adapter import AdapterRegistry
+
+__all__ = ["build_policy", "is_disabled"]
 
 Where = tuple[str, int]
 
@@ -24,9 +27,9 @@ Where = tuple[str, int]
 class _Context:
     """The document, its line index and the issue list, shared by the resolution steps."""
 
-    def __init__(self, data: dict[str, Any], index: LineIndex, issues: list[PolicyIssue], source: str) -> None:
+    def __init__(self, data: dict[str, Any], index: LineIndex, issues: list[PolicyIssue], default: Where) -> None:
         self.data, self.index, self.issues = data, index, issues
-        self.default: Where = (source, 0)
+        self.default: Where = default
         self.keys = schema_keys()
 
     def at(self, *path: Any) -> Where:
@@ -35,23 +38,30 @@ class _Context:
     def add(self, where: Where, message: str) -> None:
         self.issues.append(PolicyIssue(where[0], where[1], message))
 
-    def validate(self, model: type[BaseModel], value: Any, *path: Any) -> Any:
+    def validate(self, model: type[BaseModel], value: Any, *path: Any, keys: set[str] | None = None) -> Any:
         try:
             return model.model_validate(value)
         except ValidationError as exc:
             self.issues.extend(issues_from_validation(
-                exc, root=self.data, prefix=path, index=self.index, default=self.default, known_keys=self.keys))
+                exc, root=self.data, prefix=path, index=self.index, default=self.default,
+                known_keys=self.keys if keys is None else keys))
             return None
 
 
 def build_policy(
-    data: dict[str, Any], index: LineIndex, issues: list[PolicyIssue], *, source: str, catalog: Catalog | None = None
+    data: dict[str, Any], index: LineIndex, issues: list[PolicyIssue], *, source: str, catalog: Catalog | None = None,
+    default: Where | None = None,
 ) -> Policy | None:
-    ctx = _Context(data, index, issues, source)
+    """The policy of a merged document, or None with every problem in `issues`.
+
+    `default` is where a problem no value can be pinned to is reported (the file's first line).
+    """
+    ctx = _Context(data, index, issues, default or (source, 0))
     try:
         doc = PolicyDoc.model_validate(data)
     except ValidationError as exc:  # report, then go on with the sound part of the top level
-        issues.extend(issues_from_validation(exc, root=data, prefix=(), index=index, default=ctx.default, known_keys=ctx.keys))
+        issues.extend(issues_from_validation(
+            exc, root=data, prefix=(), index=index, default=ctx.default, known_keys=ctx.keys))
         bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
         try:
             doc = PolicyDoc.model_validate({k: v for k, v in data.items() if k not in bad})
@@ -60,9 +70,9 @@ def build_policy(
     base = catalog or builtin_catalog()
     if data.get("catalog") is not None:
         base = apply_catalog_doc(base, data, index=index, issues=issues, path=("catalog",), default=ctx.default)
-    registry = _provider_check()
+    registry = _registry()
     routes = _routes(ctx, doc, base, registry)
-    tenants = _tenants(ctx, doc, base, routes, registry)
+    tenants = _tenants(ctx, doc, base, routes, registry.__contains__)
     if not routes and not issues:
         ctx.add(ctx.at("routes"), "the policy has no routes")
     if issues:
@@ -70,14 +80,14 @@ def build_policy(
     return Policy(
         routes=tuple(routes), tenants=tenants, catalog=base, source=source, ledger=doc.ledger or None,
         description=doc.description, metering=doc.metering, retry=doc.retry, circuit=doc.circuit,
+        unknown_tenants=doc.unknown_tenants,
     )
 
 
-def _provider_check() -> Callable[[str], bool]:
+def _registry() -> AdapterRegistry:
     from ..adapter import AdapterRegistry
 
-    registry = AdapterRegistry()
-    return registry.__contains__
+    return AdapterRegistry()
 
 
 # --------------------------------------------------------------------------- routes
@@ -86,7 +96,7 @@ def _provider_check() -> Callable[[str], bool]:
 _BOOL = TypeAdapter(bool)
 
 
-def _disabled(item: Any) -> bool:
+def is_disabled(item: Any) -> bool:
     """`enabled: false`, however written (`"false"`, `no`, `0`, or `${VAR:-false}` expanded)."""
     if not isinstance(item, dict) or "enabled" not in item:
         return False
@@ -96,7 +106,9 @@ def _disabled(item: Any) -> bool:
         return False  # not a boolean at all: the route's own validation reports it
 
 
-def _check_names(ctx: _Context, item: Any, loc: tuple[Any, ...], catalog: Catalog, known: Callable[[str], bool]) -> None:
+def _check_names(
+    ctx: _Context, item: Any, loc: tuple[Any, ...], catalog: Catalog, known: Callable[[str], bool]
+) -> None:
     """Provider and region checks on a route whose other fields failed validation."""
     if not isinstance(item, dict):
         return
@@ -104,41 +116,46 @@ def _check_names(ctx: _Context, item: Any, loc: tuple[Any, ...], catalog: Catalo
     provider, region = item.get("provider"), item.get("region")
     if isinstance(provider, str) and not known(provider):
         ctx.add(ctx.at(*loc, "provider"), f"{name}: unknown provider {provider!r} (no built-in or entry-point adapter)")
-    elif isinstance(provider, str) and isinstance(region, str) and item.get("jurisdiction") is None:
-        if catalog.jurisdictions.of_region(provider, region) is None:
-            ctx.add(ctx.at(*loc, "region"), f"{name}: unknown region {region!r} for {provider}; "
-                                            "give jurisdiction: explicitly if the region is right")
+    elif (isinstance(provider, str) and isinstance(region, str) and item.get("jurisdiction") is None
+          and catalog.jurisdictions.of_region(provider, region) is None):
+        ctx.add(ctx.at(*loc, "region"), f"{name}: unknown region {region!r} for {provider}; "
+                                        "give jurisdiction: explicitly if the region is right")
 
 
-def _routes(ctx: _Context, doc: PolicyDoc, catalog: Catalog, known: Callable[[str], bool]) -> list[Route]:
+def _routes(ctx: _Context, doc: PolicyDoc, catalog: Catalog, registry: AdapterRegistry) -> list[Route]:
+    known = registry.__contains__
     out: list[Route] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(doc.routes):
-        if _disabled(item):  # before validation: a team file may drop a route with just its id
+        if is_disabled(item):  # before validation: a team file may drop a route with just its id
             continue
         spec = ctx.validate(RouteSpec, item, "routes", i)
         if spec is None:
             _check_names(ctx, item, ("routes", i), catalog, known)  # report these too, all at once
             continue
         if spec.id in seen:
-            ctx.add(ctx.at("routes", i, "id"), f"duplicate route id {spec.id!r} (first on line {ctx.at('routes', seen[spec.id])[1]})")
+            first = ctx.at("routes", seen[spec.id])[1]
+            ctx.add(ctx.at("routes", i, "id"), f"duplicate route id {spec.id!r} (first on line {first})")
             continue
         seen[spec.id] = i
-        route = _route(ctx, spec, catalog, known, ("routes", i))
+        route = _route(ctx, spec, catalog, registry, ("routes", i))
         if route is not None:
             out.append(route)
     return out
 
 
-def _route(ctx: _Context, spec: RouteSpec, catalog: Catalog, known: Callable[[str], bool], loc: tuple[Any, ...]) -> Route | None:
+def _route(
+    ctx: _Context, spec: RouteSpec, catalog: Catalog, registry: AdapterRegistry, loc: tuple[Any, ...]
+) -> Route | None:
     def at(key: str) -> Where:
         return ctx.at(*loc, key)
 
     before = len(ctx.issues)
     name = f"route {spec.id!r}"
-    if not known(spec.provider):
+    if spec.provider not in registry:
         ctx.add(at("provider"), f"{name}: unknown provider {spec.provider!r} (no built-in or entry-point adapter)")
         return None
+    options = _options(ctx, spec, registry, loc)
     model = catalog.model_for(spec.model)
     if model is None:
         ctx.add(at("model"), f"{name}: unknown model {spec.model!r}; known: {', '.join(sorted(catalog.models))} "
@@ -147,7 +164,8 @@ def _route(ctx: _Context, spec: RouteSpec, catalog: Catalog, known: Callable[[st
     table = catalog.jurisdictions
     if spec.region is None and table.is_regional(spec.provider):
         offered = ", ".join(r for r in catalog.regions(spec.provider, model) if r) or "none in the catalog"
-        ctx.add(at("provider"), f"{name}: a {spec.provider} route needs a region (catalog regions for {model}: {offered})")
+        ctx.add(at("provider"),
+                f"{name}: a {spec.provider} route needs a region (catalog regions for {model}: {offered})")
     entry = catalog.find(spec.provider, model, spec.region, spec.model_id)
     model_id = spec.model_id or (entry.model_id if entry else None)
     jurisdiction = _jurisdiction(ctx, spec, model_id, catalog, loc)
@@ -155,7 +173,7 @@ def _route(ctx: _Context, spec: RouteSpec, catalog: Catalog, known: Callable[[st
         offered = ", ".join(r or "(no region)" for r in catalog.regions(spec.provider, model)) or "none"
         ctx.add(ctx.at(*loc), f"{name}: the catalog has no {spec.provider} deployment of {model} in "
                               f"{spec.region or '(no region)'} (catalog regions: {offered}); give model_id")
-    if len(ctx.issues) > before or model_id is None or jurisdiction is None:
+    if len(ctx.issues) > before or model_id is None or jurisdiction is None or options is None:
         return None
     price = entry.price if entry else None
     if "price" in spec.model_fields_set:
@@ -172,7 +190,7 @@ def _route(ctx: _Context, spec: RouteSpec, catalog: Catalog, known: Callable[[st
     fields: dict[str, Any] = {
         "id": spec.id, "provider": spec.provider, "model": model, "model_id": model_id, "region": spec.region,
         "jurisdiction": jurisdiction, "endpoint": spec.endpoint or None, "api_key_env": spec.api_key_env or None,
-        "price": price, "capabilities": caps, "options": dict(spec.options),
+        "price": price, "capabilities": caps, "options": options,
     }
     if lifecycle is not None:
         fields["lifecycle"] = lifecycle
@@ -180,14 +198,33 @@ def _route(ctx: _Context, spec: RouteSpec, catalog: Catalog, known: Callable[[st
         if getattr(spec, key) is not None:
             fields[key] = getattr(spec, key)
     try:
-        return Route(**fields)
+        route = Route(**fields)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
-            ctx.add(ctx.at(*loc, *err["loc"]), f"{name}: {err['msg']}")
+            field = ".".join(str(step) for step in err["loc"])
+            ctx.add(ctx.at(*loc, *err["loc"]), f"{name}: {field}: {str(err['msg']).removeprefix('Value error, ')}")
         return None
+    for problem in route.options.check(route):  # the adapter's own construction-time rules
+        ctx.add(ctx.at(*loc, *problem.field.split(".")), f"{name}: {problem.message}")
+    return None if len(ctx.issues) > before else route
 
 
-def _jurisdiction(ctx: _Context, spec: RouteSpec, model_id: str | None, catalog: Catalog, loc: tuple[Any, ...]) -> str | None:
+def _options(ctx: _Context, spec: RouteSpec, registry: AdapterRegistry, loc: tuple[Any, ...]) -> RouteOptions | None:
+    """The route's `options:` validated against its adapter's options model (a plain mapping without one)."""
+    try:
+        model = registry.options_model(spec.provider) or RouteOptions
+    except Exception as exc:  # a third-party adapter that cannot be imported: say so at load
+        ctx.add(ctx.at(*loc, "provider"), f"route {spec.id!r}: the {spec.provider} adapter cannot be loaded "
+                                          f"({type(exc).__name__}: {exc})")
+        return None
+    keys = set(model.model_fields)
+    found: RouteOptions | None = ctx.validate(model, spec.options, *loc, "options", keys=keys)
+    return found
+
+
+def _jurisdiction(
+    ctx: _Context, spec: RouteSpec, model_id: str | None, catalog: Catalog, loc: tuple[Any, ...]
+) -> str | None:
     table = catalog.jurisdictions
     name = f"route {spec.id!r}"
     derived, basis = table.derive(spec.provider, spec.region, model_id)
@@ -199,7 +236,8 @@ def _jurisdiction(ctx: _Context, spec: RouteSpec, model_id: str | None, catalog:
         return None
     host_region = table.endpoint_region(spec.provider, spec.endpoint)
     if host_region is not None and spec.region is not None and host_region != spec.region:
-        ctx.add(ctx.at(*loc, "endpoint"), f"{name}: endpoint names region {host_region!r} but the route says region {spec.region!r}")
+        ctx.add(ctx.at(*loc, "endpoint"),
+                f"{name}: endpoint names region {host_region!r} but the route says region {spec.region!r}")
     if spec.jurisdiction is not None:
         if derived not in (None, "unknown") and derived != spec.jurisdiction:
             ctx.add(ctx.at(*loc, "jurisdiction"),

@@ -16,7 +16,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..routes import Lifecycle, Price
 
@@ -297,6 +297,18 @@ class PolicyDoc(_Strict):
     catalog: CatalogDoc | None = None
     routes: list[Any] = Field(default_factory=list)
     tenants: dict[str, Any] = Field(default_factory=dict)
+    #: a call naming a tenant the policy does not have: `refuse` it (`UnknownTenant`), or serve
+    #: it under the `default` tenant's rules, metered under the name it gave
+    unknown_tenants: Literal["refuse", "default"] = "refuse"
+
+    @field_validator("unknown_tenants")
+    @classmethod
+    def _default_exists(cls, value: str, info: ValidationInfo) -> str:
+        tenants = info.data.get("tenants") or {}
+        implied = not tenants and info.data.get("default_residency") is not None
+        if value == "default" and "default" not in tenants and not implied:
+            raise ValueError("unknown_tenants: default needs a tenant named `default` (whose rules unknown names get)")
+        return value
 
     @field_validator("ledger")
     @classmethod

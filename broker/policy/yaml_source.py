@@ -72,13 +72,23 @@ class LineIndex:
         """The deepest known location along `path`; steps that do not exist are skipped."""
         best, node = default, root
         for step in path:
-            if (isinstance(node, dict) and step in node) or (isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)):
-                pass
-            else:
+            if isinstance(node, dict) and step not in node:
+                step = _key_named(node, step)  # pydantic reports a non-string key by its text
+                if step is None:
+                    continue
+            elif not isinstance(node, dict) and not (
+                isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)
+            ):
                 continue
             best = self.where_of(node, step) or best
             node = node[step]
         return best
+
+
+def _key_named(node: dict[Any, Any], text: Any) -> Any:
+    """The key of `node` whose text is `text` (a date or number key named as a string), or None."""
+    wanted = str(text)
+    return next((key for key in node if not isinstance(key, str) and wanted in (str(key), repr(key))), None)
 
 
 class _Limit(Exception):
@@ -118,7 +128,9 @@ class _Builder:
         try:
             if isinstance(node, yaml.SequenceNode):
                 return self.sequence(node)
-            return self.mapping(node)
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node)
+            raise _Limit(line, f"unsupported YAML node {type(node).__name__}")
         finally:
             self.active.discard(id(node))
 
@@ -208,16 +220,23 @@ def read_yaml(
     `env` turns on `${VAR}` expansion in string values.  Returns None when the document is
     empty or could not be parsed.
     """
+    last = text.count("\n") + 1
     try:
         node = yaml.compose(text, Loader=_SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = min(mark.line + 1, text.count("\n") + 1) if mark is not None else 0
+        line = min(mark.line + 1, last) if mark is not None else 1
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
         issues.append(PolicyIssue(file, line, f"YAML syntax error: {problem}"))
         return None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (control characters, NUL)
+        position = exc.position if isinstance(exc.position, int) else 0
+        line = min(text[:position].count("\n") + 1, last)
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        issues.append(PolicyIssue(file, line, f"YAML does not allow the character U+{ord(char):04X} ({exc.reason})"))
+        return None
     except yaml.YAMLError as exc:
-        issues.append(PolicyIssue(file, 0, f"YAML error: {exc}"))
+        issues.append(PolicyIssue(file, 1, f"YAML error: {exc}"))
         return None
     if node is None:
         return None
@@ -257,6 +276,8 @@ def issues_from_validation(
             text = re.sub(r" or instance of \w+", "", str(err["msg"]).removeprefix("Value error, "))
             got = err.get("input")
             shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) and len(repr(got)) < 60 else ""
+            if shown in text or str(loc[-1]).endswith("_env"):  # said already, or maybe a secret
+                shown = ""
             message = f"{where}{text}{shown}"
         out.append(PolicyIssue(file, line, message))
     return out

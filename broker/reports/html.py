@@ -74,7 +74,7 @@ def _regroup(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[s
         acc = sums.setdefault(
             group,
             {
-                **dict(zip(keys, group)),
+                **dict(zip(keys, group, strict=True)),
                 "input_tokens": 0,
                 "output_tokens": 0,
                 "cost_usd": None,
@@ -173,7 +173,7 @@ def _figures(charts: ReportCharts) -> list[tuple[str, str, Any]]:
     fig.update_layout(yaxis_title="USD per million tokens", xaxis_title="route")
     figures.append(("chart-cost-per-mtok", "Cost per million tokens by route", fig))
 
-    for (_, _, fig), data in zip(figures, (charts.spend_by_day_provider, tenants, models, priced)):
+    for (_, _, fig), data in zip(figures, (charts.spend_by_day_provider, tenants, models, priced), strict=True):
         fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 20, "b": 60})
         if not data:
             fig.add_annotation(
@@ -237,7 +237,7 @@ def render_html(
 
     charts = charts if charts is not None else chart_data_from_rows(rows)
     total = totals(rows)
-    cost = format_cost(total["cost_usd"]) if total["cost_usd"] is not None else "unknown"
+    cost = format_cost(total["cost_usd"]) or "unknown"
     sections = []
     for chart_id, heading, fig in _figures(charts):
         div = pio.to_html(

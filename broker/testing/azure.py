@@ -158,9 +158,3 @@ class AzureEmulator(OpenAICompatEmulator):
         return Answer.json(
             {"error": {"code": code, "message": fault.message, "status": status}}, status, headers
         )
-
-    def malformed_answer(self, request: Recorded) -> Answer:
-        body = request.json or {}
-        if body.get("stream"):
-            return Answer(200, {"Content-Type": "text/event-stream"}, b'data: {"choices": [ {"delt\n\n')
-        return super().malformed_answer(request)

@@ -17,7 +17,10 @@ Errors are Bedrock's: the HTTP status, `x-amzn-errortype: <Code>`, `x-amzn-reque
 `stream_exception("throttlingException", after=2)` sends two events of the next ConverseStream
 answer, then an in-stream exception event (a Converse call that draws it gets the same exception
 as an HTTP error).  `malformed()` answers an unreadable JSON body, or for a stream, an event whose
-checksum is wrong.  `known_models=[...]` answers ResourceNotFoundException for every other id.
+checksum is wrong; `malformed(kind)` sends the other kinds of `broker.testing.malformed` in
+Converse's shapes (`output: {}` for no_choices, `message: null`, a number as a text block or
+delta, no `stopReason`, odd `usage` in the answer or in the `metadata` event, and so on).
+`known_models=[...]` answers ResourceNotFoundException for every other id.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from .malformed import NOT_JSON, USAGE_KINDS, encode, text_with_bad_bytes
 from .server import Answer, Emulator, Fault, Recorded, ReplyPlan
 
 __all__ = ["BedrockEmulator", "StreamException", "encode_event", "encode_message"]
@@ -114,6 +118,83 @@ def _block_texts(blocks: list[dict[str, Any]]) -> str:
         elif "toolResult" in block:
             texts.extend(c.get("text", "") for c in block["toolResult"].get("content") or ())
     return " ".join(texts)
+
+
+def _encode_payload(event_type: str, payload: Any) -> bytes:
+    """An event message; a payload that is not a plain dict goes out as `malformed.encode` writes it."""
+    if type(payload) is dict:
+        return encode_event(event_type, payload)
+    data = payload if isinstance(payload, bytes) else encode(payload)
+    headers = {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}
+    return encode_message(headers, data)
+
+
+class _Marked(dict[str, Any]):
+    """A payload holding marks for bytes that are not UTF-8 (written by `malformed.encode`)."""
+
+
+def _bedrock_usage(kind: str, holder: dict[str, Any]) -> None:
+    usage = holder.get("usage")
+    if kind == "missing_usage":
+        holder.pop("usage", None)
+    elif not isinstance(usage, dict):
+        return
+    elif kind == "absurd_usage":
+        usage["inputTokens"] = 2**63
+        usage["totalTokens"] = 2**63 + int(usage.get("outputTokens") or 0)
+    elif kind == "negative_usage":
+        usage.update(inputTokens=-1000, outputTokens=-1000, totalTokens=-2000)
+    elif kind == "usage_wrong_types":
+        usage.update(inputTokens=1e300, outputTokens="12")
+
+
+def _corrupt_converse(kind: str, body: dict[str, Any]) -> bytes:
+    """A Converse answer body changed as `kind` says."""
+    message = body["output"]["message"]
+    if kind in USAGE_KINDS:
+        _bedrock_usage(kind, body)
+    elif kind == "json_list":
+        return encode([body])
+    elif kind == "no_choices":
+        body["output"] = {}
+    elif kind == "null_message":
+        body["output"]["message"] = None
+    elif kind == "wrong_types":
+        message["content"] = [{"text": 42}]
+    elif kind == "no_finish_reason":
+        body.pop("stopReason", None)
+    elif kind == "invalid_utf8":
+        texts = [b for b in message["content"] if "text" in b] or [{"text": ""}]
+        texts[0]["text"] = text_with_bad_bytes(texts[0]["text"])
+        message["content"] = texts + [b for b in message["content"] if "text" not in b]
+    return encode(body)
+
+
+def _corrupt_events(kind: str, events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """ConverseStream events changed as `kind` says (the first text delta, or every one)."""
+    first = True
+    for event_type, payload in events:
+        if event_type == "contentBlockDelta" and "text" in payload["delta"]:
+            if kind == "no_choices":
+                continue
+            if kind == "null_message":
+                payload["delta"] = None
+            elif kind == "wrong_types":
+                payload["delta"]["text"] = 42
+            elif first and kind == "not_json":
+                payload = NOT_JSON
+            elif first and kind == "json_list":
+                payload = [payload]
+            elif first and kind == "invalid_utf8":
+                payload = _Marked(payload, delta={"text": text_with_bad_bytes(payload["delta"]["text"])})
+            first = False
+        elif kind == "no_choices" and event_type in ("contentBlockStart", "contentBlockStop", "messageStop"):
+            continue
+        elif event_type == "messageStop" and kind == "no_finish_reason":
+            payload = {}
+        elif event_type == "metadata" and kind in USAGE_KINDS:
+            _bedrock_usage(kind, payload)
+        yield event_type, payload
 
 
 class BedrockEmulator(Emulator):
@@ -221,47 +302,71 @@ class BedrockEmulator(Emulator):
             "metrics": {"latencyMs": self.latency_ms(plan)},
         }
 
-    def _events(self, plan: ReplyPlan) -> Iterator[bytes]:
-        yield encode_event("messageStart", {"role": "assistant"})
+    def _events(self, plan: ReplyPlan) -> Iterator[tuple[str, Any]]:
+        """The ConverseStream events of an answer, as (event type, payload) pairs."""
+        yield "messageStart", {"role": "assistant"}
         index = 0
         if plan.text:
             for piece in plan.text_chunks():
-                yield encode_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
-            yield encode_event("contentBlockStop", {"contentBlockIndex": 0})
+                yield "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}
+            yield "contentBlockStop", {"contentBlockIndex": 0}
             index = 1
         for offset, (cid, name, args) in enumerate(plan.tool_calls):
             block = index + offset
-            yield encode_event("contentBlockStart",
-                               {"contentBlockIndex": block, "start": {"toolUse": {"toolUseId": cid, "name": name}}})
+            start = {"toolUse": {"toolUseId": cid, "name": name}}
+            yield "contentBlockStart", {"contentBlockIndex": block, "start": start}
             half = len(args) // 2
             for part in (args[:half], args[half:]):
-                yield encode_event("contentBlockDelta", {"contentBlockIndex": block, "delta": {"toolUse": {"input": part}}})
-            yield encode_event("contentBlockStop", {"contentBlockIndex": block})
-        yield encode_event("messageStop", {"stopReason": self.stop_reason(plan)})
+                yield "contentBlockDelta", {"contentBlockIndex": block, "delta": {"toolUse": {"input": part}}}
+            yield "contentBlockStop", {"contentBlockIndex": block}
+        yield "messageStop", {"stopReason": self.stop_reason(plan)}
         self.report(plan.input_tokens, plan.output_tokens)  # usage goes out in the next event
-        yield encode_event("metadata", {"usage": self.usage(plan), "metrics": {"latencyMs": self.latency_ms(plan)}})
+        yield "metadata", {"usage": self.usage(plan), "metrics": {"latencyMs": self.latency_ms(plan)}}
 
-    def stream_events(self, plan: ReplyPlan, *, exception: Fault | None = None) -> Iterator[bytes]:
-        """The ConverseStream body, message by message (one HTTP chunk each)."""
-        events = self._events(plan)
+    def stream_events(
+        self, plan: ReplyPlan, *, exception: Fault | None = None, kind: str | None = None
+    ) -> Iterator[bytes]:
+        """The ConverseStream body, message by message (one HTTP chunk each); `kind` malforms it."""
+        events: Iterator[tuple[str, Any]] = self._events(plan)
+        if kind is not None:
+            events = _corrupt_events(kind, events)
         if exception is None:
-            yield from events
+            for event_type, payload in events:
+                yield _encode_payload(event_type, payload)
             return
         after = exception.after if isinstance(exception, StreamException) else 0
         for _ in range(after):
-            event = next(events, None)
-            if event is None:
+            item = next(events, None)
+            if item is None:
                 break
-            yield event
+            yield _encode_payload(*item)
         yield encode_exception(exception.code or "internalServerException", exception.message)
 
-    def malformed_answer(self, request: Recorded) -> Answer:
-        if request.path.endswith("/converse-stream"):
+    def malformed_answer(self, request: Recorded, kind: str = "truncated") -> Answer:
+        """The usual answer changed as `kind` says (see `broker.testing.malformed`), in Bedrock's shapes."""
+        stream = request.path.endswith("/converse-stream")
+        if kind == "html_page" or (kind in ("truncated", "not_json") and not stream):
+            return super().malformed_answer(request, kind)
+        if kind == "truncated":
             bad = bytearray(encode_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "x"}}))
             bad[9] ^= 0xFF  # the prelude checksum no longer matches
             start = encode_event("messageStart", {"role": "assistant"})
             return Answer(200, {"Content-Type": EVENT_STREAM}, chunks=[start, bytes(bad)])
-        return Answer(200, {"Content-Type": "application/json"}, b'{"output": {"message": {"role": "assist')
+        match = _PATH.match(request.path)
+        if match is None:
+            return self.handle(request, None)
+        model, op = unquote(match["model"]), match["op"]
+        body = request.json or {}
+        refusal = self._refusal(request, model, op, body)
+        if refusal is not None:
+            return self.error_answer(refusal, request)
+        plan = self.plan_for(body)
+        headers = {"x-amzn-RequestId": str(uuid.uuid4())}
+        if stream:
+            return Answer(200, {"Content-Type": EVENT_STREAM, **headers}, chunks=self.stream_events(plan, kind=kind))
+        return Answer(
+            200, {"Content-Type": "application/json", **headers}, _corrupt_converse(kind, self.converse_body(plan))
+        )
 
     def error_answer(self, fault: Fault, request: Recorded) -> Answer:
         status = fault.status or 500

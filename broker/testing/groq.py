@@ -231,11 +231,6 @@ class GroqEmulator(OpenAICompatEmulator):
         }
         return Answer.json({"error": error}, status, headers)
 
-    def malformed_answer(self, request: Recorded) -> Answer:
-        if (request.json or {}).get("stream"):
-            return Answer(200, {"Content-Type": "text/event-stream"}, b'data: {"choices": [ {"delt\n\n')
-        return super().malformed_answer(request)
-
     def reset(self) -> None:
         super().reset()
         self._stream_errors.clear()

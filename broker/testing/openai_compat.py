@@ -3,7 +3,8 @@
 `POST .../chat/completions` answers JSON, or SSE when `"stream": true` (with a final usage-only
 chunk when `stream_options.include_usage` is set, as vLLM does).  Tool calls and JSON mode
 are honoured.  Errors use the OpenAI error body `{"error": {"message", "type", "code"}}` with
-`retry-after` on 429.  Provider emulators that speak the same shape (Groq, Azure, Vertex MaaS)
+`retry-after` on 429.  `malformed(kind)` sends the usual answer changed as
+`broker.testing.malformed` describes.  Provider emulators that speak the same shape (Groq, Azure, Vertex MaaS)
 subclass it and change what differs.
 """
 
@@ -13,8 +14,9 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
+from .malformed import corrupt_completion, corrupt_sse
 from .server import Answer, Emulator, Fault, Recorded, ReplyPlan
 
 __all__ = ["OpenAICompatEmulator", "sse"]
@@ -42,7 +44,7 @@ class OpenAICompatEmulator(Emulator):
     """Loopback OpenAI-compatible server (a stand-in for a local vLLM runner)."""
 
     name = "local"
-    error_type_by_status = {
+    error_type_by_status: ClassVar[dict[int, str]] = {
         400: "invalid_request_error",
         401: "authentication_error",
         403: "permission_error",
@@ -116,7 +118,9 @@ class OpenAICompatEmulator(Emulator):
         ]
 
     def completion(self, rid: str, body: dict[str, Any], plan: ReplyPlan) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": plan.text or None}
+        # content is null beside tool calls, and "" for an empty answer (as small models give)
+        content = None if plan.tool_calls and not plan.text else plan.text
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if plan.tool_calls:
             message["tool_calls"] = self.tool_calls_json(plan)
         return {
@@ -152,6 +156,19 @@ class OpenAICompatEmulator(Emulator):
             yield sse({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
                        "model": body.get("model"), "choices": [], "usage": self.usage(plan)})
         yield sse("[DONE]")
+
+    def malformed_answer(self, request: Recorded, kind: str = "truncated") -> Answer:
+        """The answer `handle` would give, changed as `kind` says; refusals (auth, model) stay as they are."""
+        if kind == "html_page":
+            return super().malformed_answer(request, kind)
+        answer = self.handle(request, None)
+        if answer.status >= 400:
+            return answer
+        if answer.chunks is not None:
+            answer.chunks = corrupt_sse(kind, answer.chunks)
+        else:
+            answer.body = corrupt_completion(kind, json.loads(answer.body or b"{}"))
+        return answer
 
     def error_answer(self, fault: Fault, request: Recorded) -> Answer:
         status = fault.status or 500

@@ -62,8 +62,8 @@ def guard_sockets() -> None:
             raise NonLoopbackConnection(f"test tried to reach {address!r}; only 127.0.0.1 is allowed")
         return original_connect_ex(self, address)
 
-    socket.socket.connect = connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
     socket.socket._llama_broker_guarded = True  # type: ignore[attr-defined]
 
 

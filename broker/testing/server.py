@@ -9,10 +9,17 @@ Faults, applied in the order they were queued, one per request:
 
     emu.fail(429, retry_after=1)        # the provider's throttling answer
     emu.fail(503, times=3)              # three 503s in a row
+    emu.fail(401, echo_credentials=True)  # the error text repeats the request's credential headers
     emu.cut_stream(after=2)             # stream two chunks, then drop the connection
-    emu.malformed()                     # 200 with a body no client can read
+    emu.malformed()                     # 200 with a body no client can read (JSON cut off)
+    emu.malformed("null_message")       # 200 with a readable answer of the wrong shape
     emu.delay(0.5)                      # answer half a second late (once)
     emu.latency_s = 0.2                 # every answer 200 ms late from now on
+
+`malformed(kind)` takes one of `MALFORMED_KINDS` (truncated, not_json, html_page, json_list,
+invalid_utf8, no_choices, null_message, wrong_types, no_finish_reason, absurd_usage,
+negative_usage, missing_usage, usage_wrong_types); `broker.testing.malformed` says what each
+sends, plain and streamed, in each provider's wire format.
 """
 
 from __future__ import annotations
@@ -21,16 +28,25 @@ import itertools
 import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from .malformed import HTML_PAGE, MALFORMED_KINDS, NOT_JSON, TRUNCATED_JSON
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
 __all__ = [
+    "MALFORMED_KINDS",
     "Answer",
     "Emulator",
     "Fault",
@@ -42,6 +58,7 @@ __all__ = [
 ]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-amz-security-token", "x-goog-api-key"})
 
 
 def count_tokens(text: str) -> int:
@@ -51,7 +68,10 @@ def count_tokens(text: str) -> int:
 
 @dataclass
 class Fault:
-    """One injected failure.  `status=None` with `cut_after` or `malformed` answers 200 first."""
+    """One injected failure.  `status=None` with `cut_after` or `malformed` answers 200 first.
+
+    `kind` names the malformed answer (one of `MALFORMED_KINDS`) when `malformed` is set.
+    """
 
     status: int | None = 500
     retry_after: float | None = None
@@ -60,6 +80,13 @@ class Fault:
     malformed: bool = False
     message: str = "injected fault"
     code: str | None = None
+    kind: str = "truncated"
+    echo_credentials: bool = False
+
+    def echoing(self, request: Recorded) -> Fault:
+        """This fault with the request's credential headers appended to its message, as some providers do."""
+        sent = {k: v for k, v in request.headers.items() if k in _CREDENTIAL_HEADERS}
+        return replace(self, message=f"{self.message}; request credentials: {sent}", echo_credentials=False)
 
 
 @dataclass
@@ -110,7 +137,7 @@ class Headers(dict[str, str]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and super().__contains__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
 
@@ -178,6 +205,7 @@ class Emulator:
         self.requests: list[Recorded] = []
         self.reported = TokenCount()
         self._faults: deque[Fault] = deque()
+        self._muted = threading.local()  # set while a malformed answer is served: its usage is not counted
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._port = port
@@ -186,7 +214,7 @@ class Emulator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> Emulator:
+    def start(self) -> Self:
         if self._server is None:
             self._server = _Server(("127.0.0.1", self._port), _Handler)
             self._server.emulator = self
@@ -202,7 +230,7 @@ class Emulator:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -230,10 +258,16 @@ class Emulator:
         message: str = "injected fault",
         code: str | None = None,
         latency_s: float = 0.0,
+        echo_credentials: bool = False,
     ) -> Emulator:
-        """Answer the next `times` requests with the provider's error for `status`."""
+        """Answer the next `times` requests with the provider's error for `status`.
+
+        `echo_credentials` appends the credential headers of the request to the error message.
+        """
         for _ in range(times):
-            self._faults.append(Fault(status, retry_after, latency_s, message=message, code=code))
+            self._faults.append(
+                Fault(status, retry_after, latency_s, message=message, code=code, echo_credentials=echo_credentials)
+            )
         return self
 
     def cut_stream(self, after: int = 1, *, times: int = 1) -> Emulator:
@@ -242,10 +276,12 @@ class Emulator:
             self._faults.append(Fault(None, cut_after=after))
         return self
 
-    def malformed(self, *, times: int = 1) -> Emulator:
-        """Answer 200 with a body that is not the provider's format."""
+    def malformed(self, kind: str = "truncated", *, times: int = 1) -> Emulator:
+        """Answer 200 with a malformed answer of `kind` (see `broker.testing.malformed`)."""
+        if kind not in MALFORMED_KINDS:
+            raise ValueError(f"unknown malformed kind {kind!r}; one of {', '.join(MALFORMED_KINDS)}")
         for _ in range(times):
-            self._faults.append(Fault(None, malformed=True))
+            self._faults.append(Fault(None, malformed=True, kind=kind))
         return self
 
     def delay(self, seconds: float, *, times: int = 1) -> Emulator:
@@ -274,10 +310,18 @@ class Emulator:
 
     def error_answer(self, fault: Fault, request: Recorded) -> Answer:
         """The provider's error answer for `fault.status`."""
-        return Answer.json({"error": {"message": fault.message, "code": fault.code or str(fault.status)}}, fault.status or 500)
+        error = {"message": fault.message, "code": fault.code or str(fault.status)}
+        return Answer.json({"error": error}, fault.status or 500)
 
-    def malformed_answer(self, request: Recorded) -> Answer:
-        return Answer(200, {"Content-Type": "application/json"}, b'{"choices": [ {"mess')
+    def malformed_answer(self, request: Recorded, kind: str = "truncated") -> Answer:
+        """A 200 answer of the malformed `kind`; provider emulators send every kind in their format."""
+        if kind == "html_page":
+            return Answer(200, {"Content-Type": "text/html; charset=utf-8"}, HTML_PAGE)
+        if kind == "not_json":
+            return Answer(200, {"Content-Type": "application/json"}, NOT_JSON)
+        if kind == "truncated":
+            return Answer(200, {"Content-Type": "application/json"}, TRUNCATED_JSON)
+        raise NotImplementedError(f"{self.name} emulator cannot send a {kind!r} answer")
 
     def plan(
         self,
@@ -320,7 +364,9 @@ class Emulator:
         return ReplyPlan(text, tool_calls, finish, input_tokens, output_tokens)
 
     def report(self, input_tokens: int, output_tokens: int) -> None:
-        """Count usage the emulator has just sent to a client."""
+        """Count usage the emulator has just sent to a client (not when the answer is malformed)."""
+        if getattr(self._muted, "on", False):
+            return
         with self._lock:
             self.reported.calls += 1
             self.reported.input_tokens += input_tokens
@@ -339,16 +385,21 @@ class Emulator:
         wait = self.latency_s + (fault.latency_s if fault else 0.0)
         if wait:
             time.sleep(wait)
-        if fault is not None and fault.status is not None:
-            answer = self.error_answer(fault, request)
-        elif fault is not None and fault.malformed:
-            answer = self.malformed_answer(request)
-        else:
-            try:
-                answer = self.handle(request, fault)
-            except Exception as exc:  # a bug in an emulator shows as a 500 with its text
-                answer = Answer.json({"error": {"message": f"emulator error: {exc!r}"}}, 500)
-        self._write(handler, answer, fault.cut_after if fault else None)
+        self._muted.on = fault is not None and fault.malformed
+        try:
+            if fault is not None and fault.status is not None:
+                answer = self.error_answer(fault.echoing(request) if fault.echo_credentials else fault, request)
+            else:
+                try:
+                    if fault is not None and fault.malformed:
+                        answer = self.malformed_answer(request, fault.kind)
+                    else:
+                        answer = self.handle(request, fault)
+                except Exception as exc:  # a bug in an emulator shows as a 500 with its text
+                    answer = Answer.json({"error": {"message": f"emulator error: {exc!r}"}}, 500)
+            self._write(handler, answer, fault.cut_after if fault else None)
+        finally:
+            self._muted.on = False
 
     def _write(self, handler: _Handler, answer: Answer, cut_after: int | None) -> None:
         handler.send_response(answer.status)

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from .server import Emulator
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
 
 __all__ = ["EMULATORS", "EmulatorSuite"]
 
@@ -55,7 +61,7 @@ class EmulatorSuite:
     def __getitem__(self, provider: str) -> Emulator:
         return self.emulators[provider]
 
-    def start(self) -> EmulatorSuite:
+    def start(self) -> Self:
         for emulator in self.emulators.values():
             emulator.start()
         return self
@@ -64,7 +70,7 @@ class EmulatorSuite:
         for emulator in self.emulators.values():
             emulator.stop()
 
-    def __enter__(self) -> EmulatorSuite:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
