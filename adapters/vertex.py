@@ -153,8 +153,7 @@ def google_error(
     gstatus = str(err.get("status") or "") if isinstance(err, Mapping) else ""
     cls = _GOOGLE_STATUS.get(gstatus)
     if cls is None or not isinstance(err, Mapping):
-        ctx = {"provider": provider, "route_id": route_id, "request_id": request_id}
-        return error_for_status(status, body, headers, **ctx)
+        return error_for_status(status, body, headers, provider=provider, route_id=route_id, request_id=request_id)
     message = str(err.get("message") or f"HTTP {status} {gstatus}")
     if cls is InvalidRequest and _SAFETY.search(message):
         cls = ContentFiltered

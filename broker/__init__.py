@@ -31,7 +31,7 @@ from .errors import (
     Unavailable,
     UnknownTenant,
 )
-from .routes import Capabilities, Lifecycle, Price, Route
+from .routes import Capabilities, Lifecycle, Price, Route, RouteOptions
 from .types import ChatRequest, ChatResponse, RouteInfo, StreamEvent, ToolCall, ToolCallDelta, Usage
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ __all__ = [
     "ResidencyViolation",
     "Route",
     "RouteInfo",
+    "RouteOptions",
     "StreamEvent",
     "Throttled",
     "Timeout",

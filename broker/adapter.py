@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import ClassVar, Protocol, runtime_checkable
 
 from broker.errors import AdapterNotFound, ErrorContext, MissingDependency
@@ -95,7 +96,7 @@ class AdapterBase:
         register_secret(*values)
 
 
-def require(module: str, *, provider: str, package: str, extra: str) -> object:
+def require(module: str, *, provider: str, package: str, extra: str) -> ModuleType:
     """Import a provider SDK lazily; a missing one raises `MissingDependency` naming the extra."""
     try:
         return importlib.import_module(module)

@@ -24,6 +24,8 @@ from typing import Any
 from typing_extensions import Self
 
 from .core import BrokerCore, PolicySource
+from .metering import Meter
+from .policy import Policy
 from .policy.decision import Decision
 from .redaction import scrubbed_errors
 from .types import ChatResponse, StreamEvent
@@ -44,16 +46,16 @@ class _BrokerBase:
             self._core = BrokerCore(policy, **options)
 
     @classmethod
-    def from_policy(cls, source: PolicySource, **options: Any) -> Any:
+    def from_policy(cls, source: PolicySource, **options: Any) -> Self:
         """A broker for the policy at `source` (a YAML path, or an already-parsed mapping)."""
         return cls(source, **options)
 
     @property
-    def policy(self) -> Any:
+    def policy(self) -> Policy:
         return self._core.policy
 
     @property
-    def meter(self) -> Any:
+    def meter(self) -> Meter:
         return self._core.meter
 
     def route(

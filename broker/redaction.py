@@ -9,7 +9,9 @@ keys, AWS secret keys and session tokens) is registered here by the adapter that
 * `Broker` / `AsyncBroker` scrub the cause chain of every error they raise (`scrub_exception`):
   the SDK exceptions underneath carry the provider's raw error body;
 * log records of the SDK loggers the broker drives (`SDK_LOGGERS`) and of its own loggers are
-  redacted as they are created, format arguments, exception text and stack included.
+  redacted as they are created, format arguments, exception text and stack included; the SDK
+  records that dump whole request or response bodies (`BODY_RECORDS`) have the body withheld,
+  so prompts and completions stay out of logs at DEBUG too.
 
 Besides registered values, well-known credential shapes are masked wherever they appear:
 AWS access key ids, Groq `gsk_` keys, Google `ya29.` tokens and `AIza` keys, JWTs,
@@ -43,6 +45,8 @@ __all__ = [
     "SECRETS",
     "RedactingFilter",
     "Redactor",
+    "BODY_RECORDS",
+    "BODY_WITHHELD",
     "ScrubbedErrors",
     "bounded",
     "install_log_redaction",
@@ -60,6 +64,18 @@ SDK_LOGGERS = (
     "botocore", "boto3", "urllib3", "groq", "azure", "httpx", "httpcore", "aiohttp",
     "google.auth", "google.oauth2", "google.api_core", "requests", "llama_broker",
 )
+
+#: (logger, message start) of SDK debug records whose arguments are whole request or response
+#: bodies (prompts, completions): logged with the body withheld.
+BODY_RECORDS = (
+    ("botocore.endpoint", "Making request for"),
+    ("botocore.endpoint", "Sending http request"),
+    ("botocore.parsers", "Response body"),
+    ("groq._base_client", "Request options"),
+    ("azure.core.pipeline.policies", "Request URL"),
+    ("azure.core.pipeline.policies", "Response status"),
+)
+BODY_WITHHELD = "[body withheld: prompts and completions stay out of logs]"
 
 _MIN_SECRET = 8  # shorter values would mask ordinary words (no real credential is that short)
 _MIN_PARTIAL = 6  # the visible start of a cut-off secret is masked from this length on
@@ -285,6 +301,7 @@ class _LogRedaction:
                 record = previous(*args, **kwargs)
                 if covers(record.name):
                     try:
+                        _withhold_body(record)
                         redacting.filter(record)
                     except Exception:  # never let redaction break a log call, nor let the text out
                         record.msg, record.args = "[log record withheld: it could not be redacted]", ()
@@ -293,6 +310,14 @@ class _LogRedaction:
 
             logging.setLogRecordFactory(factory)
             self._installed = True
+
+
+def _withhold_body(record: logging.LogRecord) -> None:
+    template = record.msg if isinstance(record.msg, str) else ""
+    for logger, start in BODY_RECORDS:
+        if template.startswith(start) and (record.name == logger or record.name.startswith(f"{logger}.")):
+            record.msg, record.args = f"{start} {BODY_WITHHELD}", ()
+            return
 
 
 _LOGS = _LogRedaction()

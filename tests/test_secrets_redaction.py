@@ -252,3 +252,19 @@ def test_records_of_sdk_descendant_loggers_are_redacted_once_a_broker_exists(
     by_name = {r.name: r.getMessage() for r in caplog.records}
     assert by_name["botocore.some.new.child"] == f"sent {MASK}"
     assert by_name["my.app"] == "kept canary-factory-secret-99"
+
+
+def test_prompt_and_completion_text_stay_out_of_logs_at_debug(
+    suite: EmulatorSuite, provider: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SDK debug records that dump request or response bodies are logged with the body withheld."""
+    caplog.set_level(logging.DEBUG)
+    canary = "PROMPTCANARYzq81"  # the emulator's answer repeats the prompt: a completion canary too
+    with Broker.from_policy(policy(suite, provider, tmp_path), durable=True) as broker:
+        reply = broker.chat(model=ROUTES[provider]["model"], messages=[{"role": "user", "content": f"say {canary}"}])
+        streamed = list(broker.stream(model=ROUTES[provider]["model"],
+                                      messages=[{"role": "user", "content": f"say {canary}"}]))
+    assert streamed and canary in reply.text  # the text really went out and came back
+    assert caplog.records, "nothing was logged: the check would prove nothing"
+    leaks = [f"{r.name}: {r.getMessage()[:120]}" for r in caplog.records if canary in r.getMessage()]
+    assert leaks == []

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.errors import BrokerError
 from broker.routes import Route
+
+if TYPE_CHECKING:
+    from .schema import TenantPolicy
 
 __all__ = ["Candidate", "Decision", "RouteFailure", "Verdict"]
 
@@ -64,7 +67,7 @@ class Decision:
     model: str
     objective: str
     candidates: tuple[Candidate, ...]
-    tenant_policy: Any = field(repr=False, compare=False)
+    tenant_policy: TenantPolicy = field(repr=False, compare=False)
     warnings: tuple[str, ...] = ()
     downgraded_from: str | None = None
     rules_tenant: str = ""

@@ -9,8 +9,7 @@ default`, served under the `default` tenant's rules: the decision keeps the name
 (it is metered under it, and its budget is counted on its own spend) and records whose rules
 applied; the first call under each such name logs a warning.
 
-Budgets act before any route is considered: a tenant over its limit is refused
-(`block`), moved to its cheaper model (`downgrade`) or let through with a warning (`alert`).
+Budgets act before any route is considered (the rule is `broker/policy/budget.py`).
 """
 
 from __future__ import annotations
@@ -19,39 +18,27 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from broker.errors import BudgetExceeded, NoEligibleRoute
 from broker.health import CircuitBoard, LatencyTracker
 from broker.routes import Route
 from broker.types import ChatRequest
 
+from .budget import SpendSource, check_budget
 from .decision import Candidate, Decision
-from .filters import FILTERS, CallContext
+from .filters import FILTERS, CallContext, stream_replayed
 from .ranking import rank
+from .schema import TenantPolicy
 
-__all__ = ["Router", "SpendSource"]
+if TYPE_CHECKING:
+    from .loaded import Policy
+
+__all__ = ["Router"]
 
 log = logging.getLogger("llama_broker.policy")
 _EOL_WARNING_DAYS = 90
 _MAX_WARNED_NAMES = 10_000  # names warned about once each; past this many, no more are remembered
-
-
-class SpendSource(Protocol):
-    """Month- and day-to-date spend of a tenant (the meter implements it without a query per call)."""
-
-    def month_to_date(self, tenant: str, now: dt.datetime) -> Decimal: ...
-    def day_to_date(self, tenant: str, now: dt.datetime) -> Decimal: ...
-
-
-@dataclass(frozen=True)
-class _BudgetState:
-    model: str
-    remaining: Decimal | None
-    downgraded_from: str | None
-    warnings: tuple[str, ...]
 
 
 class Router:
@@ -59,7 +46,7 @@ class Router:
 
     def __init__(
         self,
-        policy: Any,
+        policy: Policy,
         *,
         latency: LatencyTracker,
         circuits: CircuitBoard,
@@ -78,49 +65,6 @@ class Router:
             self._by_model.setdefault(route.model, ())
             self._by_model[route.model] += (route,)
 
-    # ------------------------------------------------------------------ budget
-
-    def _budget(self, tenant: Any, model: str, now: dt.datetime, name: str) -> _BudgetState:
-        """The budget of `tenant`'s rules, counted on the spend of `name` (the tenant metered)."""
-        budget = getattr(tenant, "budget", None)
-        if budget is None or self.spend is None:
-            return _BudgetState(model, None, None, ())
-        remaining: Decimal | None = None
-        spent_usd = limit_usd = None
-        spent_label = ""
-        for limit, spend_of, period in (
-            (budget.monthly_usd, self.spend.month_to_date, "month"),
-            (budget.daily_usd, self.spend.day_to_date, "day"),
-        ):
-            if limit is None:
-                continue
-            spent_now = spend_of(name, now)
-            left = Decimal(limit) - spent_now
-            if remaining is None or left < remaining:  # the tighter limit speaks
-                remaining, spent_usd, limit_usd = left, spent_now, Decimal(limit)
-                spent_label = f"${spent_now:.2f} of ${limit} this {period}"
-        if remaining is None or remaining > 0:
-            # only `block` removes routes that would overspend; alert and downgrade act once it is spent
-            return _BudgetState(model, remaining if budget.on_exceed == "block" else None, None, ())
-        if budget.on_exceed == "block":
-            raise BudgetExceeded(
-                f"tenant {name!r} has spent {spent_label}; its budget blocks further calls",
-                tenant=name,
-                spent_usd=spent_usd,
-                limit_usd=limit_usd,
-            )
-        target = budget.downgrade_to
-        if budget.on_exceed == "downgrade" and target != model:
-            if not (target and tenant.allows_model(target)):  # nothing to fall back to: refuse
-                raise BudgetExceeded(f"tenant {name!r} has spent {spent_label} and has no model to "
-                                     "downgrade to", tenant=name, spent_usd=spent_usd, limit_usd=limit_usd)
-            note = f"budget exceeded ({spent_label}): downgraded {model} -> {target}"
-            log.warning("tenant %s: %s", name, note)
-            return _BudgetState(self.policy.resolve_model(target), None, model, (note,))
-        note = f"budget exceeded ({spent_label}); on_exceed={budget.on_exceed}"
-        log.warning("tenant %s: %s", name, note)
-        return _BudgetState(model, None, None, (note,))
-
     # ------------------------------------------------------------------ decide
 
     def decide(self, request: ChatRequest, tenant_name: str, *, stream: bool = False) -> Decision:
@@ -132,7 +76,7 @@ class Router:
         if not tenant.allows_model(model):
             raise NoEligibleRoute(f"tenant {tenant_name!r} may not use model {model!r}")
         now = self.now()
-        budget = self._budget(tenant, model, now, tenant_name)
+        budget = check_budget(tenant, model, now, tenant_name, self.spend, self.policy.resolve_model)
         model = budget.model
         routes = self._by_model.get(model, ())
         if not routes:
@@ -151,7 +95,7 @@ class Router:
             budget_remaining_usd=budget.remaining,
         )
         candidates = [self._judge(route, ctx) for route in routes]
-        candidates = rank(candidates, tenant.objective, getattr(tenant, "weights", None))
+        candidates = rank(candidates, tenant.objective, tenant.weights)
         decision = Decision(
             tenant=tenant_name,
             rules_tenant=tenant.name,
@@ -181,6 +125,8 @@ class Router:
         if route.lifecycle.status == "deprecated" or (days is not None and 0 <= days <= _EOL_WARNING_DAYS):
             when = route.lifecycle.retires_on.isoformat() if route.lifecycle.retires_on else "a date not announced"
             warnings.append(f"end of life {when}")
+        if stream_replayed(route, ctx):
+            warnings.append("stream replayed from one whole answer")
         out = ctx.expected_output_tokens(route)
         cost = route.price.cost(ctx.estimated_input_tokens, out) if route.price is not None else None
         latency = self.latency.estimate(route).predict_ms(out)
@@ -190,9 +136,9 @@ class Router:
                 return Candidate(route, verdict.filter, verdict.reason, cost, latency, warnings=tuple(warnings))
         return Candidate(route, None, "", cost, latency, warnings=tuple(warnings))
 
-    def _refuse(self, decision: Decision, tenant: Any) -> None:
+    def _refuse(self, decision: Decision, tenant: TenantPolicy) -> None:
         removed_by = {c.removed_by for c in decision.candidates}
-        budget = getattr(tenant, "budget", None)
+        budget = tenant.budget
         if removed_by == {"budget"} and budget is not None and budget.on_exceed == "block":
             raise BudgetExceeded(
                 f"tenant {decision.tenant!r}: every route would exceed the remaining budget",

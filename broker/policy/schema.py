@@ -204,11 +204,16 @@ class CapabilitiesPatch(_Strict):
     """Field-wise overrides of `broker.routes.Capabilities`."""
 
     streaming: bool | None = None
+    streaming_tools: bool | None = None
     tools: bool | None = None
     vision: bool | None = None
     json_mode: bool | None = None
     context_window: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
+    max_temperature: float | None = Field(default=None, ge=0)
+    required_tool_choice: bool | None = None
+    named_tool_choice: bool | None = None
+    seed: bool | None = None
 
 
 class LifecyclePatch(_Strict):
@@ -257,6 +262,8 @@ class DeploymentSpec(_Strict):
     region: str | None = None
     regions: list[str] | None = None
     model_id: str = Field(min_length=1)
+    base_model_id: str | None = Field(default=None, min_length=1)
+    """When `model_id` is an inference profile: the base model id the provider refuses on demand here."""
     price: Price | None = None
     capabilities: CapabilitiesPatch | None = None
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
