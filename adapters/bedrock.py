@@ -8,9 +8,10 @@ chain (environment, shared files, SSO, container/instance roles) of a default bo
 options: `profile` (an AWS profile name), `max_pool_connections` (default 50).
 
 botocore's own retries are off (`total_max_attempts=1`): the broker retries.  The async twins run
-the sync boto3 calls in the adapter's worker threads (as many as pooled connections).  Llama 4
-model ids cannot stream on Bedrock, so `stream` falls back to one Converse call for them and
-yields the whole answer as one delta.
+the sync boto3 calls in the adapter's worker threads (as many as pooled connections).  A stream
+the route cannot serve natively (its capabilities say `streaming: false`, or `streaming_tools:
+false` and the call offers tools, as for every Llama on Bedrock) is served by one Converse call
+and replayed as one delta, a finish and the usage; the decision records it.
 
 Every botocore, urllib3 and service error is mapped here, in `_mapped_errors`, the only code that
 touches their types.  Service error codes (compared case-insensitively, so the lower-camel codes
@@ -25,10 +26,14 @@ of in-stream exceptions match too):
 | ModelErrorException, ModelStreamErrorException      |                     |                               |
 | ModelTimeoutException                               | Timeout             |                               |
 | ValidationException                                 | InvalidRequest      | ContextTooLong when the text  |
-|                                                     |                     | says the input is too long    |
+|                                                     |                     | says the input is too long;   |
+|                                                     |                     | ModelNotAvailable for "The    |
+|                                                     |                     | provided model identifier is  |
+|                                                     |                     | invalid." and "... on-demand  |
+|                                                     |                     | throughput isn't supported"   |
 | AccessDeniedException, UnrecognizedClientException, | AuthError           |                               |
 | ExpiredTokenException                               |                     |                               |
-| ResourceNotFoundException                           | ModelNotAvailable   | retired or unknown model id   |
+| ResourceNotFoundException                           | ModelNotAvailable   | an unknown resource           |
 | any other code                                      | by HTTP status      | `http_errors.error_for_status`|
 
 Client-side failures: missing or unusable credentials -> AuthError; connect/read timeouts ->
@@ -44,7 +49,7 @@ import contextvars
 import functools
 import importlib
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -179,6 +184,8 @@ def error_from_code(
         return err
     if cls is InvalidRequest and bedrock_shape.is_context_error(message):
         cls = ContextTooLong
+    elif cls is InvalidRequest and bedrock_shape.is_model_id_error(message):
+        cls = ModelNotAvailable
     return cls(text, provider=provider, route_id=route_id, status=status, request_id=request_id, code=code,
                retry_after=retry_after_seconds(headers) if cls.retryable else None)
 
@@ -211,8 +218,6 @@ class BedrockAdapter(AdapterBase):
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._pool_size = self.opts.max_pool_connections
-        #: As the catalog says (Llama 4 on Bedrock refuses ConverseStream): else one Converse call.
-        self.streams_natively = route.capabilities.streaming
 
     # ------------------------------------------------------------------ client
 
@@ -320,12 +325,20 @@ class BedrockAdapter(AdapterBase):
             raw = self.client.converse(**kwargs)
             return bedrock_shape.from_provider_response(raw, **self.error_context())
 
-    def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
-        if not self.streams_natively:
+    def streams_natively(self, kwargs: Mapping[str, Any]) -> bool:
+        """Whether ConverseStream may carry these Converse arguments, as the route's capabilities
+        say (Llama on Bedrock refuses ConverseStream with a `toolConfig`); else one Converse
+        answer is replayed."""
+        caps = self.route.capabilities
+        return caps.streaming and (caps.streaming_tools or "toolConfig" not in kwargs)
+
+    def stream(self, request: ChatRequest) -> Generator[StreamEvent, None, None]:
+        with self._mapped_errors():
+            kwargs = bedrock_shape.to_provider_request(request, self.route.model_id)
+        if not self.streams_natively(kwargs):
             yield from bedrock_shape.fallback_events(self.chat(request))
             return
         with self._mapped_errors():
-            kwargs = bedrock_shape.to_provider_request(request, self.route.model_id)
             response = self.client.converse_stream(**kwargs)
         request_id = (response.get("ResponseMetadata") or {}).get("RequestId")
         body = response["stream"]

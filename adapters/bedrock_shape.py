@@ -17,10 +17,15 @@ Translation rules (OpenAI-style messages -> Converse):
   into one (this joins consecutive tool results, too).  Empty text parts are left out, and a
   message left with no blocks is dropped.
 - `max_tokens`, `temperature`, `top_p`, `stop` -> `inferenceConfig{maxTokens, temperature, topP,
-  stopSequences}`.  `seed` has no Converse field and is dropped.
+  stopSequences}`.  `seed` has no Converse field: the catalog declares Bedrock routes `seed: false`,
+  so the router sends a request with a seed elsewhere (or refuses it, naming the reason).
 - `tools` -> `toolConfig{tools: [{toolSpec{name, description, inputSchema{json}}}], toolChoice}`
-  with `auto` -> `{auto}`, `required` -> `{any}`, a named function -> `{tool: {name}}`; `none`
-  sends no `toolConfig` at all.
+  with `auto` -> `{auto}`, `required` -> `{any}`, a named function -> `{tool: {name}}`.
+- Converse refuses `toolUse` / `toolResult` blocks without a `toolConfig`, and has no `none`
+  choice.  So a conversation holding tool blocks always carries one: with `tool_choice: none`
+  (or no tools this turn) it lists the request's tools, or else the tools the history names (by
+  name, input schema `{"type": "object"}`), and sends no `toolChoice` (the service's default, auto).
+  A conversation without tool blocks and `tool_choice: none` sends no `toolConfig` at all.
 - JSON mode: Converse has no JSON flag for Llama, so `response_format` json_object / json_schema
   adds a system instruction asking for one JSON object only (with the schema when given).
 """
@@ -50,6 +55,7 @@ __all__ = [
     "from_provider_response",
     "image_block",
     "is_context_error",
+    "is_model_id_error",
     "to_provider_request",
     "usage_from",
 ]
@@ -126,16 +132,31 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tool_config(request: ChatRequest) -> dict[str, Any] | None:
-    if not request.tools or request.tool_choice == "none":
-        return None
-    tools = []
-    for tool in request.tools:
-        spec: dict[str, Any] = {"name": tool.function.name, "inputSchema": {"json": tool.function.parameters}}
-        if tool.function.description:
-            spec["description"] = tool.function.description
-        tools.append({"toolSpec": spec})
-    config: dict[str, Any] = {"tools": tools}
+#: The input schema of a tool known only by name (from the conversation's earlier tool calls).
+_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def _history_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool specs for the tools the conversation's `toolUse` blocks name, in order of first use."""
+    names = [b["toolUse"]["name"] for m in messages for b in m["content"] if "toolUse" in b]
+    return [{"toolSpec": {"name": name, "inputSchema": {"json": _ANY_OBJECT}}} for name in dict.fromkeys(names)]
+
+
+def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
+    return any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
+
+
+def _tool_config(request: ChatRequest, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """`toolConfig`: the request's tools and choice; or, for a conversation holding tool blocks
+    whose turn offers no tools (or `tool_choice: none`), the tools it names, with no `toolChoice`
+    (Converse refuses tool blocks without a `toolConfig`, and has no `none` choice)."""
+    offered = bool(request.tools) and request.tool_choice != "none"
+    if not offered:
+        if not _has_tool_blocks(messages):
+            return None
+        tools = _tool_specs(request) if request.tools else _history_tools(messages)
+        return {"tools": tools} if tools else None
+    config: dict[str, Any] = {"tools": _tool_specs(request)}
     choice = request.tool_choice
     if choice == "auto":
         config["toolChoice"] = {"auto": {}}
@@ -147,6 +168,16 @@ def _tool_config(request: ChatRequest) -> dict[str, Any] | None:
             raise InvalidRequest("tool_choice names no function", provider="bedrock")
         config["toolChoice"] = {"tool": {"name": str(name)}}
     return config
+
+
+def _tool_specs(request: ChatRequest) -> list[dict[str, Any]]:
+    tools = []
+    for tool in request.tools or ():
+        spec: dict[str, Any] = {"name": tool.function.name, "inputSchema": {"json": tool.function.parameters}}
+        if tool.function.description:
+            spec["description"] = tool.function.description
+        tools.append({"toolSpec": spec})
+    return tools
 
 
 def _json_instruction(request: ChatRequest) -> str | None:
@@ -190,7 +221,7 @@ def to_provider_request(request: ChatRequest, model_id: str) -> dict[str, Any]:
             inference[key] = value
     if inference:
         kwargs["inferenceConfig"] = inference
-    tool_config = _tool_config(request)
+    tool_config = _tool_config(request, messages)
     if tool_config:
         kwargs["toolConfig"] = tool_config
     return kwargs
@@ -406,6 +437,18 @@ _CONTEXT = re.compile(
     r"maximum context|too many (input )?tokens|reduce the length",
     re.IGNORECASE,
 )
+
+
+_MODEL_ID = re.compile(
+    r"model identifier is invalid|on-demand throughput isn.t supported|doesn.t support on-demand throughput",
+    re.IGNORECASE,
+)
+
+
+def is_model_id_error(message: str) -> bool:
+    """Whether a ValidationException's text refuses the route's model id (unknown here, or callable
+    only through an inference profile): a property of the route, so another route may serve."""
+    return bool(_MODEL_ID.search(message or ""))
 
 
 def is_context_error(message: str) -> bool:

@@ -50,7 +50,8 @@ from broker.transport import HttpClients, timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
-from .http_errors import error_for_status, error_message, retry_after_seconds
+from .http_errors import error_for_status, retry_after_seconds
+from .openai_http import stream_error_status
 
 __all__ = [
     "GroqAdapter",
@@ -284,8 +285,7 @@ class GroqAdapter(AdapterBase):
         except groq.APIStatusError as exc:
             raise self._status_error(exc) from exc
         except groq.APIError as exc:  # an error event in the middle of a stream
-            message, code = error_message(exc.body if exc.body is not None else {}, exc.message)
-            raise Unavailable(f"error in stream: {message}", code=code, **ctx) from exc
+            raise self._stream_error(exc) from exc
         except httpx.TimeoutException as exc:
             raise Timeout(f"stream stalled past {self.route.timeout_s}s", **ctx) from exc
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
@@ -295,18 +295,38 @@ class GroqAdapter(AdapterBase):
         except ValueError as exc:  # JSON the SDK could not decode
             raise ProtocolError(f"unreadable answer: {type(exc).__name__}", **ctx) from exc
 
+    def _stream_error(self, exc: Any) -> ProviderError:
+        """An `event: error` in a stream, classified by the status it stands for, as a status answer would be.
+
+        Groq sends `{"error": {"message", "type", "code"}, "status_code": N}`; the SDK raises
+        `APIError` with only the `error` member as its body, so the status is read from the body
+        when present and otherwise from the error's code or type (`tool_use_failed` is 400).
+        """
+        raw = exc.body if exc.body is not None else {}
+        body: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {"message": str(raw)}
+        if "message" not in body and "error" not in body:
+            body = {**body, "message": exc.message}
+        payload = body if "error" in body else {"error": body}
+        return self._classified(stream_error_status(payload), payload, {}, None)
+
     def _status_error(self, exc: Any) -> ProviderError:
-        ctx = self.error_context()
         headers = exc.response.headers
         body = exc.body if isinstance(exc.body, Mapping) else {"error": exc.body} if exc.body else None
         if isinstance(body, Mapping) and "error" not in body:
             body = {"error": body}  # the SDK hands over the `error` member itself for some answers
-        err = error_for_status(exc.status_code, body, headers, request_id=headers.get("x-request-id"), **ctx)
+        return self._classified(exc.status_code, body, headers, headers.get("x-request-id"))
+
+    def _classified(
+        self, status: int, body: Any, headers: Mapping[str, str], request_id: str | None
+    ) -> ProviderError:
+        """The shared status table, refined: Groq's gone-model codes and its rate-limit reset headers."""
+        ctx = self.error_context()
+        err = error_for_status(status, body, headers, request_id=request_id, **ctx)
         if err.code in _GONE_CODES and not isinstance(err, ModelNotAvailable):
             return ModelNotAvailable(
                 err.message, status=err.status, request_id=err.request_id, code=err.code, **ctx
             )
-        if isinstance(exc, self._groq.RateLimitError):  # 429: the wait may only be in the reset headers
+        if status == 429 and err.retry_after is None:  # the wait may only be in the reset headers
             return Throttled(
                 err.message,
                 status=err.status,

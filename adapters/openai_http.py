@@ -4,6 +4,18 @@ Subclasses say where to POST (`url`) and how to authenticate (`auth_headers` /
 `aauth_headers`); this class sends the JSON or SSE request on the broker's shared HTTP
 clients and maps every transport failure and non-2xx answer onto the broker's errors, in
 `_mapped_errors`, the only place it touches httpx's exception types.
+
+An error a server reports inside a stream is classified like the same error answered as an
+HTTP status (`stream_error`), so a request error mid-stream is not retried and a context
+overflow still fails over.  The shapes read:
+
+- OpenAI, vLLM, SGLang: `data: {"error": {"message", "type", "code"}}` (`code` the HTTP status
+  as a number on vLLM, a word on OpenAI);
+- TGI: `data: {"error": "<text>", "error_type": "validation", "http_status_code": 422}`;
+- llama.cpp server: an `error: {"code", "message", "type"}` line (not `data:`).
+
+The status is the one the payload states; without one it comes from the error's code or type
+(TGI's `validation` is 422, `invalid_request_error` 400, `overloaded` 429, ...), else 500.
 """
 
 from __future__ import annotations
@@ -24,9 +36,65 @@ from broker.types import ChatRequest, ChatResponse, StreamEvent
 from . import openai_shape
 from .http_errors import error_for_status
 
-__all__ = ["OpenAIHttpAdapter"]
+__all__ = ["OpenAIHttpAdapter", "stream_error_status"]
 
 _DONE = "[DONE]"
+_ERROR_LINE = "error:"
+
+#: the HTTP status an in-stream error of this `code` / `type` / TGI `error_type` would have been answered with
+_STATUS_BY_ERROR_TYPE: dict[str, int] = {
+    "invalid_request_error": 400,
+    "badrequesterror": 400,
+    "exceed_context_size_error": 400,
+    "tool_use_failed": 400,
+    "validation": 422,
+    "template_error": 422,
+    "tool_error": 422,
+    "authentication_error": 401,
+    "invalid_api_key": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "notfounderror": 404,
+    "model_not_found": 404,
+    "generation": 424,
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "overloaded": 429,
+    "capacity_exceeded": 498,
+    "incomplete_generation": 500,
+    "server_error": 500,
+    "internal_server_error": 500,
+    "service_unavailable": 503,
+}
+
+
+def _status(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and 400 <= value <= 599:
+        return value
+    if isinstance(value, str) and value.isdigit() and 400 <= int(value) <= 599:
+        return int(value)
+    return None
+
+
+def stream_error_status(payload: Mapping[str, Any]) -> int:
+    """The HTTP status an error event stands for: the one it states, else the one its code or type implies, else 500.
+
+    `payload` is the event's JSON: `{"error": ..., "status_code"/"http_status_code": N}` or the
+    error object itself (`{"code", "message", "type"}`).
+    """
+    err = payload.get("error")
+    inner: Mapping[str, Any] = err if isinstance(err, Mapping) else payload
+    for value in (payload.get("http_status_code"), payload.get("status_code"), inner.get("status_code"),
+                  inner.get("code")):
+        status = _status(value)
+        if status is not None:
+            return status
+    for value in (payload.get("error_type"), inner.get("code"), inner.get("type")):
+        if isinstance(value, str) and value.lower() in _STATUS_BY_ERROR_TYPE:
+            return _STATUS_BY_ERROR_TYPE[value.lower()]
+    return 500
 
 
 class _Lines:
@@ -102,8 +170,15 @@ class OpenAIHttpAdapter(AdapterBase):
         """The broker error for a non-2xx answer; providers with their own error body override it."""
         return error_for_status(status, body, headers, request_id=request_id, **self.error_context())
 
+    def stream_error(self, payload: Mapping[str, Any]) -> ProviderError:
+        """The broker error for an error event in a stream: the status it stands for, through the status table."""
+        body: Mapping[str, Any] = payload if "error" in payload else {"error": payload}
+        return self.status_error(stream_error_status(payload), body, {}, None)
+
     def chunk_events(self, chunk: Any) -> list[StreamEvent]:
         """One decoded stream chunk -> events; providers with in-stream error shapes override it."""
+        if isinstance(chunk, Mapping) and chunk.get("error"):
+            raise self.stream_error(chunk)
         return list(openai_shape.events_from_chunk(chunk, **self.error_context()))
 
     def _raise_for_status(self, response: httpx.Response, body_bytes: bytes) -> None:
@@ -122,6 +197,9 @@ class OpenAIHttpAdapter(AdapterBase):
         return result
 
     def _events(self, line: str) -> list[StreamEvent]:
+        if line.startswith(_ERROR_LINE):
+            payload = json.loads(line[len(_ERROR_LINE):])
+            raise self.stream_error(payload if isinstance(payload, Mapping) else {"error": str(payload)})
         if not line.startswith("data:"):
             return []
         payload = line[5:].strip()

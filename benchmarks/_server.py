@@ -11,6 +11,8 @@ import multiprocessing
 import socket
 import time
 
+from typing_extensions import Self
+
 _BODY = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "benchmark reply"}, "finish_reason": "stop"}],
@@ -51,7 +53,7 @@ class BenchServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "BenchServer":
+    def __enter__(self) -> Self:
         self.process.start()
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -25,7 +25,9 @@
         └── ProtocolError        an answer the broker cannot read (malformed body, cut stream)
 
 `retryable` says whether the same route may be tried again; `failover` whether the next
-route may be tried.  Errors never carry credentials: adapters build messages from status
+route may be tried.  The rule: a property of the route (unknown id, profile required, context
+too long for this route) fails over; a property of the request (bad argument, content
+filtered) does not; a transient fault retries.  Errors never carry credentials: adapters build messages from status
 codes and provider error text only, and `ProviderError` redacts that text of every credential
 the broker sent (`broker.redaction`).
 """

@@ -39,14 +39,14 @@ from collections import OrderedDict
 from typing import Any
 
 __all__ = [
+    "BODY_RECORDS",
+    "BODY_WITHHELD",
     "MASK",
     "MAX_ERROR_TEXT",
     "SDK_LOGGERS",
     "SECRETS",
     "RedactingFilter",
     "Redactor",
-    "BODY_RECORDS",
-    "BODY_WITHHELD",
     "ScrubbedErrors",
     "bounded",
     "install_log_redaction",

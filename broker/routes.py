@@ -104,11 +104,21 @@ class Capabilities(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     streaming: bool = True
+    streaming_tools: bool = True
+    """Streams a call that offers tools (else such a stream is one whole answer, replayed)."""
     tools: bool = True
     vision: bool = False
     json_mode: bool = True
     context_window: int = Field(default=131_072, gt=0)
     max_output_tokens: int = Field(default=8_192, gt=0)
+    max_temperature: float = Field(default=2.0, ge=0)
+    """The highest `temperature` the route accepts."""
+    required_tool_choice: bool = True
+    """Accepts `tool_choice: required` (a tool must be called)."""
+    named_tool_choice: bool = True
+    """Accepts a `tool_choice` that names one function."""
+    seed: bool = True
+    """Honours `seed` (else a request that sets one is not sent here)."""
 
 
 class Lifecycle(BaseModel):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import local_route, policy_dict
 
 from broker import (
     AsyncBroker,
@@ -15,13 +16,11 @@ from broker import (
     NoEligibleRoute,
     ProtocolError,
     ResidencyViolation,
-    UnknownTenant,
     Unavailable,
+    UnknownTenant,
 )
 from broker.execute import Executor
 from broker.testing import OpenAICompatEmulator, Reply
-
-from helpers import local_route, policy_dict
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from broker.transport import HttpClients
 from broker.types import ChatRequest, ChatResponse, StreamEvent, Usage
 
 MSG = [{"role": "user", "content": "Hello there"}]
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 MODEL = "llama-3.1-8b"
 
 Step = ChatResponse | Sequence[StreamEvent | BaseException] | BaseException
@@ -392,12 +393,12 @@ def test_bedrock_streams_as_the_catalog_says(tmp_path: Path, monkeypatch: pytest
         tenants = {"default": {"residency": ["us"]}}
         with Broker.from_policy(policy_dict(routes, tenants, tmp=tmp_path)) as broker:
             scout, llama33 = (next(r for r in broker.policy.routes if r.id == rid) for rid in ("scout", "llama33"))
-            assert scout.capabilities.streaming is False and llama33.capabilities.streaming is True
+            assert scout.capabilities.streaming is True and scout.capabilities.streaming_tools is False
             events = list(broker.stream(model="llama-4-scout", messages=MSG))
             assert events[-1].response is not None and events[-1].response.text
-            list(broker.stream(model="llama-3.3-70b", messages=MSG))
+            list(broker.stream(model="llama-3.3-70b", messages=MSG, tools=[WEATHER_TOOL]))
         paths = [r.path.rsplit("/", 1)[-1] for r in emu.requests]
-        assert paths == ["converse", "converse-stream"]  # Llama 4: one Converse call, as the catalog states
+        assert paths == ["converse-stream", "converse"]  # with tools: one Converse call, as the catalog states
         emu.reset()
         routes[1]["capabilities"] = {"streaming": False}  # a policy may say so of any route
         with Broker.from_policy(policy_dict(routes[1:], tenants, tmp=tmp_path)) as broker:

@@ -400,7 +400,7 @@ def test_streamed_call_is_throttled(adapter: GroqAdapter, emu: GroqEmulator) -> 
     assert info.value.retry_after == 2.0 and len(emu.requests) == 1
 
 
-@pytest.mark.parametrize("form", ["error", "x_groq"])
+@pytest.mark.parametrize("form", ["event", "x_groq"])
 def test_error_event_mid_stream(adapter: GroqAdapter, emu: GroqEmulator, form: str) -> None:
     emu.error_in_stream(after=2, form=form)
     got: list[StreamEvent] = []

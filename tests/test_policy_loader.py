@@ -405,7 +405,7 @@ def test_catalog_fills_model_id_price_capabilities_and_lifecycle(tmp_path: Path)
     assert (b.capabilities.context_window, b.capabilities.max_output_tokens) == (128_000, 2048)
     assert b.lifecycle.status == "deprecated" and str(b.lifecycle.retires_on) == "2027-03-30"
     m = policy.route("m")
-    assert m.model_id == "us.meta.llama4-maverick-17b-instruct-v1:0" and m.capabilities.streaming is False
+    assert m.model_id == "us.meta.llama4-maverick-17b-instruct-v1:0" and m.capabilities.streaming_tools is False
     a = policy.route("a")  # a custom deployment name keeps the catalog price of its (provider, model, region)
     assert a.model_id == "my-deployment" and a.price is not None and a.price.input_per_mtok == Decimal("0.71")
     assert a.jurisdiction == "eu"

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import local_route, policy_dict
 
 from broker import AsyncBroker, Broker, InvalidRequest
 from broker.testing import EmulatorSuite, OpenAICompatEmulator
 from broker.types import ChatRequest
-
-from helpers import local_route, policy_dict
 
 USER = {"role": "user", "content": "What is the weather in Paris?"}
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}

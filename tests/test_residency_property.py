@@ -7,13 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import local_route
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker import Broker, BrokerError
 from broker.testing import OpenAICompatEmulator
-
-from helpers import local_route
 
 JURISDICTIONS = ["us", "eu", "apac", "global", "on-prem", "unknown"]
 FAULTS = [None, 429, 500, 503, 400, 404, "cut", "malformed"]
@@ -69,7 +68,7 @@ def test_no_call_lands_outside_its_tenants_residency(
         with Broker.from_policy(policy, sleep=lambda s: None) as broker:
             try:
                 if stream:
-                    reply = [e for e in broker.stream(model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], tenant="t")][-1].response
+                    reply = list(broker.stream(model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], tenant="t"))[-1].response
                 else:
                     reply = broker.chat(model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], tenant="t")
             except BrokerError:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import local_route, policy_dict
 from typer.testing import CliRunner
 
 from broker import Broker, InvalidRequest, PolicyError, UnknownTenant
@@ -14,8 +15,6 @@ from broker.cli.main import app
 from broker.policy import load_policy
 from broker.reports import ReportFilters, report_rows
 from broker.testing import OpenAICompatEmulator
-
-from helpers import local_route, policy_dict
 
 MSG = [{"role": "user", "content": "Hello, broker"}]
 TENANTS: dict[str, Any] = {

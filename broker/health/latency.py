@@ -72,7 +72,10 @@ class LatencyTracker:
         if state is None:
             prior = route.options.get("latency_prior")
             if isinstance(prior, dict):
-                seed = (float(prior.get("ttft_ms", _DEFAULT_PRIOR[0])), float(prior.get("per_token_ms", _DEFAULT_PRIOR[1])))
+                seed = (
+                    float(prior.get("ttft_ms", _DEFAULT_PRIOR[0])),
+                    float(prior.get("per_token_ms", _DEFAULT_PRIOR[1])),
+                )
             else:
                 seed = PROVIDER_PRIORS.get(route.provider, _DEFAULT_PRIOR)
             state = self._routes.setdefault(route.id, _RouteLatency(seed, self.window))

@@ -60,6 +60,8 @@ class CatalogEntry(BaseModel):
     capabilities: Capabilities
     lifecycle: Lifecycle
     note: str | None = None
+    base_model_id: str | None = None
+    """When `model_id` is an inference profile: the base id, which needs the profile in this region."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,14 @@ class Catalog:
             if exact:
                 return exact[0]
         return rows[0] if rows else None
+
+    def profile_for(self, provider: str, region: str | None, model_id: str) -> CatalogEntry | None:
+        """The inference-profile deployment to call instead, when `model_id` is a base id that the
+        catalog lists only behind a profile in `region` (the provider refuses it on demand there)."""
+        rows = [e for e in self.entries if e.provider == provider and e.region == region]
+        if any(e.model_id.casefold() == model_id.casefold() for e in rows):
+            return None
+        return next((e for e in rows if e.base_model_id and e.base_model_id.casefold() == model_id.casefold()), None)
 
     def regions(self, provider: str, model: str) -> list[str | None]:
         logical = self.model_for(model) or model
@@ -351,7 +361,7 @@ def _entries_from(
     caps = _patched(models[logical].capabilities, spec.capabilities)
     return [
         CatalogEntry(provider=spec.provider, model=logical, region=region, model_id=spec.model_id, price=price,
-                     capabilities=caps, lifecycle=spec.lifecycle, note=spec.note)
+                     capabilities=caps, lifecycle=spec.lifecycle, note=spec.note, base_model_id=spec.base_model_id)
         for region in regions
     ]
 

@@ -21,7 +21,7 @@ from broker.types import ChatRequest
 from .decision import Verdict
 from .schema import TenantPolicy
 
-__all__ = ["FILTERS", "CallContext"]
+__all__ = ["FILTERS", "CallContext", "stream_replayed"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def lifecycle(route: Route, ctx: CallContext) -> Verdict:
 def residency(route: Route, ctx: CallContext) -> Verdict:
     if ctx.tenant.allows_jurisdiction(route.jurisdiction):
         return Verdict(True, "residency")
-    return Verdict(False, "residency", f"jurisdiction {route.jurisdiction!r} not in {sorted(ctx.tenant.residency or ())}")
+    allowed = sorted(ctx.tenant.residency or ())
+    return Verdict(False, "residency", f"jurisdiction {route.jurisdiction!r} not in {allowed}")
 
 
 def providers(route: Route, ctx: CallContext) -> Verdict:
@@ -71,8 +72,11 @@ def capabilities(route: Route, ctx: CallContext) -> Verdict:
     ]
     if missing:
         return Verdict(False, "capabilities", f"no {', '.join(missing)} support")
-    if ctx.stream and not caps.streaming and not route.options.get("stream_fallback", True):
-        return Verdict(False, "capabilities", "no streaming")
+    unsupported = _unsupported_parameter(route, req)
+    if unsupported:
+        return Verdict(False, "capabilities", unsupported)
+    if stream_replayed(route, ctx) and not route.options.get("stream_fallback", True):
+        return Verdict(False, "capabilities", "no streaming with tools" if caps.streaming else "no streaming")
     wanted_out = req.max_tokens or 0
     if wanted_out > caps.max_output_tokens:
         return Verdict(False, "capabilities", f"max_tokens {wanted_out} > {caps.max_output_tokens}")
@@ -80,6 +84,28 @@ def capabilities(route: Route, ctx: CallContext) -> Verdict:
     if needed > caps.context_window:
         return Verdict(False, "capabilities", f"~{needed} tokens > context window {caps.context_window}")
     return Verdict(True, "capabilities")
+
+
+def _unsupported_parameter(route: Route, req: ChatRequest) -> str | None:
+    """Why the route cannot honour a parameter the request sets (None when it can)."""
+    caps = route.capabilities
+    if req.temperature is not None and req.temperature > caps.max_temperature:
+        return f"temperature {req.temperature} > {caps.max_temperature}"
+    if req.needs_tools and req.tool_choice == "required" and not caps.required_tool_choice:
+        return "no tool_choice required support"
+    if req.needs_tools and isinstance(req.tool_choice, dict) and not caps.named_tool_choice:
+        return "no named tool_choice support"
+    if req.seed is not None and not caps.seed:
+        return "no seed support"
+    return None
+
+
+def stream_replayed(route: Route, ctx: CallContext) -> bool:
+    """Whether a stream on this route is served as one whole answer: the route does not stream, or
+    cannot stream with tools and the call carries tools (offered, or in its tool-call history)."""
+    caps, req = route.capabilities, ctx.request
+    carries_tools = req.needs_tools or any(m.role == "tool" or m.tool_calls for m in req.messages)
+    return ctx.stream and (not caps.streaming or (carries_tools and not caps.streaming_tools))
 
 
 def health(route: Route, ctx: CallContext) -> Verdict:

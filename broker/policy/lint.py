@@ -2,9 +2,10 @@
 
 A policy can be valid and still not work: a tenant whose residency, provider rules, price
 ceiling or latency SLO leave it no route; a route an `extends:` disabled; a retired route; a
-budget whose daily limit is above its monthly one; a model id that is another model's; a
-credential variable that is not set.  `lint_policy` finds these without a network call or a
-credential lookup and returns them as typed `Finding`s, each located at the line it is about.
+budget whose daily limit is above its monthly one; a model id that is another model's; a base
+model id where the catalog lists only an inference profile; a credential variable that is not
+set.  `lint_policy` finds these without a network call or a credential lookup and returns them as
+typed `Finding`s, each located at the line it is about.
 
 Reachability is judged by the engine itself (`Router.decide` with fresh health and latency
 state, so circuits are closed and latency estimates are the catalog priors); provider-specific
@@ -149,6 +150,7 @@ class _Lint:
         for route in self.policy.routes:
             yield from self._lifecycle(route)
             yield from self._model_id(route)
+            yield from self._profile(route)
             for note in route.options.notes(route):
                 yield self.finding(self.route_at(route.id, *note.field.split(".")), "route",
                                    f"route {route.id!r}: {note.message}")
@@ -170,6 +172,14 @@ class _Lint:
         if days is not None and days <= SOON_RETIRING_DAYS:
             yield self.finding(where, "lifecycle", f"route {route.id!r} ({route.model_id}) retires on "
                                                    f"{life.retires_on}, in {days} days")
+
+    def _profile(self, route: Route) -> Iterator[Finding]:
+        profile = self.policy.catalog.profile_for(route.provider, route.region, route.model_id)
+        if profile is not None:
+            yield self.finding(self.route_at(route.id, "model_id"), "model_id",
+                               f"route {route.id!r}: {route.model_id!r} is served in {route.region} only through "
+                               f"the inference profile {profile.model_id!r}; the provider refuses the base id "
+                               "on demand there (the route fails over on every call)")
 
     def _model_id(self, route: Route) -> Iterator[Finding]:
         owner = self.policy.catalog.model_for(route.model_id)

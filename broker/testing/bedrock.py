@@ -7,9 +7,16 @@
 
 boto3's real `bedrock-runtime` client talks to it with any fake keys (the SigV4 signature is not
 checked; pass `access_key_id=` to refuse every other key id, as AWS does for an unknown key).
-Like the service, it refuses conversations whose roles do not alternate, blank text blocks, tool
-blocks without a `toolConfig`, and ConverseStream for Llama 4 model ids.  A system prompt that
-asks for JSON gets a JSON answer (that is how the broker asks for JSON mode on Bedrock).
+Like the service, it refuses (400 ValidationException, with the service's words) conversations
+whose roles do not alternate, blank text blocks, tool blocks without a `toolConfig`, a
+`temperature` above 1, and for Llama model ids: ConverseStream with a `toolConfig` ("This model
+doesn't support tool use in streaming mode.") and a `toolChoice` of `tool` or `any`.  Plain
+ConverseStream works for every Llama, Llama 4 included.  A base model id called in a region (read
+from the SigV4 credential scope) where the built-in catalog lists it only behind an inference
+profile is refused as on-demand throughput that "isn't supported".  A system prompt that asks for
+JSON gets a JSON answer (that is how the broker asks for JSON mode on Bedrock).  As the service
+does, every event-stream payload carries a `p` padding field and answers carry
+`usage.serverToolUsage`; clients ignore both.
 
 Errors are Bedrock's: the HTTP status, `x-amzn-errortype: <Code>`, `x-amzn-requestid` and a
 `{"message": ...}` body; `fail(429, retry_after=1.5)` also sends `x-amz-retry-after: 1500` (ms).
@@ -20,7 +27,8 @@ as an HTTP error).  `malformed()` answers an unreadable JSON body, or for a stre
 checksum is wrong; `malformed(kind)` sends the other kinds of `broker.testing.malformed` in
 Converse's shapes (`output: {}` for no_choices, `message: null`, a number as a text block or
 delta, no `stopReason`, odd `usage` in the answer or in the `metadata` event, and so on).
-`known_models=[...]` answers ResourceNotFoundException for every other id.
+`known_models=[...]` answers every other id as the service does: 400 ValidationException "The
+provided model identifier is invalid."
 """
 
 from __future__ import annotations
@@ -43,6 +51,16 @@ __all__ = ["BedrockEmulator", "StreamException", "encode_event", "encode_message
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"
 _PATH = re.compile(r"^/model/(?P<model>.+)/(?P<op>converse|converse-stream)$")
+_SCOPE_REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/bedrock/")
+
+INVALID_MODEL_ID = "The provided model identifier is invalid."
+ON_DEMAND_REFUSED = ("Invocation of model ID {model} with on-demand throughput isn\u2019t supported. Retry your "
+                     "request with the ID or ARN of an inference profile that contains this model.")
+NO_STREAMING_TOOLS = "This model doesn't support tool use in streaming mode."
+TOOL_CHOICE_REFUSED = ("This model doesn't support the toolConfig.toolChoice.{kind} field. Remove "
+                       "toolConfig.toolChoice.{kind} and try again.")
+#: The `p` padding the service adds to every event payload (a run of this alphabet, of varying length).
+_PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 ERROR_CODE_BY_STATUS = {
     400: "ValidationException",
@@ -120,10 +138,22 @@ def _block_texts(blocks: list[dict[str, Any]]) -> str:
     return " ".join(texts)
 
 
+def _needs_profile(region: str, model_id: str) -> bool:
+    """Whether the built-in catalog lists `model_id` in `region` only behind an inference profile."""
+    from broker.policy.catalog import builtin_catalog  # the catalog loads on first use, not on import
+
+    return builtin_catalog().profile_for("bedrock", region, model_id) is not None
+
+
+def _padded(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with the service's `p` padding field."""
+    return {**payload, "p": _PADDING[: 10 + len(json.dumps(payload)) % 40]}
+
+
 def _encode_payload(event_type: str, payload: Any) -> bytes:
     """An event message; a payload that is not a plain dict goes out as `malformed.encode` writes it."""
     if type(payload) is dict:
-        return encode_event(event_type, payload)
+        return encode_event(event_type, _padded(payload))
     data = payload if isinstance(payload, bytes) else encode(payload)
     headers = {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}
     return encode_message(headers, data)
@@ -223,7 +253,10 @@ class BedrockEmulator(Emulator):
             return Fault(403, message="The security token included in the request is invalid.",
                          code="UnrecognizedClientException")
         if self.known_models is not None and model not in self.known_models:
-            return Fault(404, message=f"Could not resolve the foundation model from model identifier {model}.")
+            return Fault(400, message=INVALID_MODEL_ID, code="ValidationException")
+        scope = _SCOPE_REGION.search(auth)
+        if scope is not None and _needs_profile(scope["region"], model):
+            return Fault(400, message=ON_DEMAND_REFUSED.format(model=model), code="ValidationException")
         messages = body.get("messages") or []
         if not messages or messages[0].get("role") != "user":
             return Fault(400, message="A conversation must start with a user message.")
@@ -239,8 +272,23 @@ class BedrockEmulator(Emulator):
                                               "toolResult content blocks.")
                 if "image" in block and not _is_base64(block["image"].get("source", {}).get("bytes")):
                     return Fault(400, message=f"messages.{i}.content.{j}.image.source.bytes is not base64.")
-        if op == "converse-stream" and "llama4" in model.lower():
-            return Fault(400, message="This model doesn't support the ConverseStream operation.")
+        return self._parameter_refusal(model, op, body)
+
+    @staticmethod
+    def _parameter_refusal(model: str, op: str, body: dict[str, Any]) -> Fault | None:
+        temperature = (body.get("inferenceConfig") or {}).get("temperature")
+        if isinstance(temperature, int | float) and temperature > 1:
+            return Fault(400, message=f"1 validation error detected: Value '{temperature}' at "
+                                      "'inferenceConfig.temperature' failed to satisfy constraint: "
+                                      "Member must have value less than or equal to 1")
+        if "llama" not in model.lower():
+            return None
+        tool_config = body.get("toolConfig")
+        if op == "converse-stream" and tool_config:
+            return Fault(400, message=NO_STREAMING_TOOLS)
+        for kind in ("tool", "any"):
+            if kind in ((tool_config or {}).get("toolChoice") or {}):
+                return Fault(400, message=TOOL_CHOICE_REFUSED.format(kind=kind))
         return None
 
     def plan_for(self, body: dict[str, Any]) -> ReplyPlan:
@@ -283,9 +331,9 @@ class BedrockEmulator(Emulator):
     def stop_reason(plan: ReplyPlan) -> str:
         return _STOP_REASON.get(plan.finish_reason, plan.finish_reason)
 
-    def usage(self, plan: ReplyPlan) -> dict[str, int]:
+    def usage(self, plan: ReplyPlan) -> dict[str, Any]:
         return {"inputTokens": plan.input_tokens, "outputTokens": plan.output_tokens,
-                "totalTokens": plan.input_tokens + plan.output_tokens}
+                "totalTokens": plan.input_tokens + plan.output_tokens, "serverToolUsage": {}}
 
     def latency_ms(self, plan: ReplyPlan) -> int:
         """The `metrics.latencyMs` it reports: its configured latency plus 1 ms per output token."""

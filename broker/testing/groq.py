@@ -15,8 +15,11 @@ the SDK `emulator.url`).  What differs from the OpenAI-compatible emulator:
   headers (resets as Go duration strings such as `2m59.56s`) and `x-request-id`;
 - errors are `{"error": {"message", "type", "code"}}`; 429 carries `retry-after` (the header
   forms named in `retry_after_headers`); 498 is Groq's flex-tier "capacity exceeded";
-- `error_in_stream(after=n)` sends n chunks, then an error event (`data: {"error": ...}`, or a
-  chunk whose `x_groq.error` says why the stream stopped, with `form="x_groq"`).
+- `error_in_stream(after=n, status=...)` sends n chunks, then the error event Groq ends a failed
+  stream with: an `event: error` line and `data: {"error": {"message", "type", "code"},
+  "status_code": N}` (`error_in_stream(after=0, status=400, code="tool_use_failed")` is a tool call
+  the model could not form), or, with `form="x_groq"`, a chunk whose `x_groq.error` says why the
+  stream stopped.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .openai_compat import OpenAICompatEmulator, sse
+from .openai_compat import OpenAICompatEmulator, StreamError, sse
 from .server import Answer, Fault, Recorded, ReplyPlan
 
 __all__ = ["GroqEmulator", "header"]
@@ -88,13 +91,28 @@ class GroqEmulator(OpenAICompatEmulator):
         self._used_requests = 0
         self._used_tokens = 0
         self._count_lock = threading.Lock()
-        self._stream_errors: deque[tuple[int, str, str]] = deque()
+        self._groq_stream_errors: deque[tuple[StreamError, str]] = deque()
 
     def error_in_stream(
-        self, after: int = 1, *, message: str = "stream stopped: service overloaded", form: str = "error"
+        self,
+        after: int = 1,
+        *,
+        status: int = 503,
+        message: str = "stream stopped: service overloaded",
+        error_type: str | None = None,
+        code: str | None = None,
+        form: str = "event",
     ) -> GroqEmulator:
-        """The next stream sends `after` chunks, then an error (`form`: "error" or "x_groq")."""
-        self._stream_errors.append((after, message, form))
+        """The next stream sends `after` chunks, then an error (`form`: "event" or "x_groq")."""
+        if form not in ("event", "x_groq"):
+            raise ValueError(f"unknown stream error form {form!r}; use 'event' or 'x_groq'")
+        fallback = "invalid_request" if status < 500 else "internal_server_error"
+        if status == 503:
+            fallback = "service_unavailable"
+        error = StreamError(after, status, message, error_type or _TYPES.get(status, "internal_server_error"),
+                            code or _CODES.get(status, fallback))
+        with self._lock:
+            self._groq_stream_errors.append((error, form))
         return self
 
     # ------------------------------------------------------------------ request side
@@ -158,7 +176,7 @@ class GroqEmulator(OpenAICompatEmulator):
         self, rid: str, body: dict[str, Any], plan: ReplyPlan, include_usage: bool
     ) -> Iterator[bytes]:
         with self._lock:
-            stop = self._stream_errors.popleft() if self._stream_errors else None
+            stop = self._groq_stream_errors.popleft() if self._groq_stream_errors else None
         xid = self._groq_id(rid)
         first = self.chunk(rid, body, {"role": "assistant", "content": ""})
         first["x_groq"] = {"id": xid}
@@ -168,8 +186,8 @@ class GroqEmulator(OpenAICompatEmulator):
         else:
             chunks.extend(self.chunk(rid, body, {"content": piece}) for piece in plan.text_chunks())
         for i, chunk in enumerate(chunks):
-            if stop is not None and i >= stop[0]:
-                yield self._stream_error(rid, body, xid, stop[1], stop[2])
+            if stop is not None and i >= stop[0].after:
+                yield self._stream_error(rid, body, xid, *stop)
                 return
             yield sse(chunk)
         final = self.chunk(rid, body, {}, plan.finish_reason)
@@ -181,14 +199,16 @@ class GroqEmulator(OpenAICompatEmulator):
         yield sse(final)
         yield sse("[DONE]")
 
-    def _stream_error(self, rid: str, body: dict[str, Any], xid: str, message: str, form: str) -> bytes:
+    def _stream_error(self, rid: str, body: dict[str, Any], xid: str, error: StreamError, form: str) -> bytes:
         if form == "x_groq":
             chunk = self.chunk(rid, body, {}, None)
-            chunk["x_groq"] = {"id": xid, "error": message}
+            chunk["x_groq"] = {"id": xid, "error": error.message}
             return sse(chunk)
-        return sse(
-            {"error": {"message": message, "type": "internal_server_error", "code": "service_unavailable"}}
-        )
+        payload = {
+            "error": {"message": error.message, "type": error.error_type, "code": error.code},
+            "status_code": error.status,
+        }
+        return b"event: error\n" + sse(payload)
 
     @staticmethod
     def _groq_id(rid: str) -> str:
@@ -233,6 +253,7 @@ class GroqEmulator(OpenAICompatEmulator):
 
     def reset(self) -> None:
         super().reset()
-        self._stream_errors.clear()
+        with self._lock:
+            self._groq_stream_errors.clear()
         with self._count_lock:
             self._used_requests = self._used_tokens = 0
