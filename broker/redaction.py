@@ -209,14 +209,36 @@ def bounded(text: str, limit: int = MAX_ERROR_TEXT) -> str:
 
 # --------------------------------------------------------------------------- exceptions
 
-_TEXT_ATTRIBUTES = ("message", "msg", "reason", "detail", "text")
+def _redacted(value: Any, depth: int = 0) -> Any:
+    """`value` with every string in it redacted (strings, bytes and nested mappings and sequences)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+        cleaned = redact(text)
+        return value if cleaned == text else cleaned.encode("utf-8")
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {k: _redacted(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redacted(v, depth + 1) for v in value)
+    return value
+
+
+def _withhold_decoded_bytes(exc: UnicodeDecodeError) -> None:
+    # the error holds the whole body it failed to decode (an answer: completion text); keep the bad bytes
+    bad = exc.object[exc.start : exc.end]
+    exc.object, exc.start, exc.end = bad, 0, len(bad)
+    exc.args = (exc.encoding, bad, 0, len(bad), exc.reason)  # the repr shows `args`, not the attributes
 
 
 def scrub_exception(exc: BaseException, *, max_depth: int = 16) -> None:
-    """Redact, in place, the text of `exc` and of every exception in its cause/context chain.
+    """Redact, in place, `exc` and every exception in its cause/context chain.
 
-    Arguments and the usual text attributes (`message`, `reason`, ...) are redacted; SDK
-    exceptions under a broker error carry the provider's raw error body there.
+    Arguments and instance attributes (strings, and the mappings and lists SDK exceptions keep
+    the provider's raw error body in: botocore's `response`, groq's `body`, azure-core's
+    `exc_msg`) are redacted; a `UnicodeDecodeError` keeps only the bytes it could not decode.
     """
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
@@ -225,14 +247,15 @@ def scrub_exception(exc: BaseException, *, max_depth: int = 16) -> None:
         if id(current) in seen:
             continue
         seen.add(id(current))
+        if isinstance(current, UnicodeDecodeError):
+            _withhold_decoded_bytes(current)
         with contextlib.suppress(AttributeError, TypeError):
-            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
-        instance = getattr(current, "__dict__", {})
-        for name in _TEXT_ATTRIBUTES:
-            value = instance.get(name)
-            if isinstance(value, str):
+            current.args = tuple(_redacted(a) for a in current.args)
+        for name, value in list(getattr(current, "__dict__", {}).items()):
+            cleaned = _redacted(value)
+            if cleaned is not value and cleaned != value:
                 with contextlib.suppress(AttributeError, TypeError):
-                    setattr(current, name, redact(value))
+                    setattr(current, name, cleaned)
         todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
 
 

@@ -138,7 +138,11 @@ class _Builder:
         if node.tag not in _SCALAR_TAGS:
             self.issue(node, f"unsupported YAML tag {node.tag!r}")
             return None
-        value = self.constructor.construct_object(node)
+        try:
+            value = self.constructor.construct_object(node)
+        except (ValueError, OverflowError) as exc:  # e.g. an integer past Python's int-string limit
+            self.issue(node, f"cannot read the value {node.value[:20]!r}...: {str(exc).splitlines()[0][:120]}")
+            return None
         if isinstance(value, str) and self.env is not None:
             value, problems = expand_env(value, self.env)
             for problem in problems:
