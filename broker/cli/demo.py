@@ -148,7 +148,7 @@ def demo(
                     table.add_row(tenant, model, kind, "-", failed, "-", "-", "-", "-", str(exc)[:40])
                     continue
                 r = reply.route
-                if runner is not None and r.provider == "local":
+                if runner is not None and r.model_id == runner.model:  # answered by the real runner
                     on_prem_answers.append((tenant, prompt, reply.text))
                 cost = f"{reply.cost_usd:.6f}" if reply.cost_usd is not None else "unknown"
                 label = kind + (f" -> {reply.tool_calls[0].name}()" if reply.tool_calls else "")
