@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.metering.events import UsageEvent, event_to_json
+from broker.usage import MAX_TOKENS_PER_CALL
 
 __all__ = [
     "MAX_TOKENS_PER_EVENT",
@@ -44,8 +45,9 @@ __all__ = [
 
 log = logging.getLogger("llama_broker.metering")
 
-#: The most tokens of one kind (input, output, cached input) a single event may carry.
-MAX_TOKENS_PER_EVENT = 10_000_000
+#: The most tokens of one kind (input, output, cached input) a single event may carry: the
+#: core's usage rule (`broker.usage`), checked again where events are written.
+MAX_TOKENS_PER_EVENT = MAX_TOKENS_PER_CALL
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens")
 _REASON_CHARS = 300
 _ID_CHARS = 200
