@@ -455,14 +455,18 @@ async def _storm(cfg: StormConfig, workdir: Path) -> Figures:
         rss_warm = 0.0
         down_at, back_at = int(cfg.calls * 0.3), int(cfg.calls * 0.6)
 
+        stage = "up"  # up -> down -> back: the provider goes down once it has served traffic
+
         async def guarded(broker: AsyncBroker, i: int, model: str, stream: bool) -> Outcome:
-            nonlocal started, down_port, rss_warm
+            nonlocal started, down_port, rss_warm, stage
             async with sem:
                 started += 1
                 if cfg.down and not cfg.eu:
-                    if started == down_at:
+                    if stage == "up" and started >= down_at and fleet.seen(fleet.emulators[cfg.down]) > 0:
+                        stage = "down"
                         down_port = await asyncio.to_thread(fleet.take_down, cfg.down)
-                    elif started == back_at and down_port is not None:
+                    elif stage == "down" and started >= back_at and down_port is not None:
+                        stage = "back"
                         await asyncio.to_thread(fleet.bring_back, cfg.down, down_port)
                 if started % 500 == 0:
                     fleet.trim()
