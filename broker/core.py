@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 import time
@@ -11,6 +12,7 @@ from os import PathLike
 from typing import Any
 
 from .adapter import Adapter, AdapterFactory, AdapterRegistry
+from .call_hooks import CallHook
 from .errors import InvalidRequest
 from .execute import CallMeta, Executor
 from .health import CircuitBoard, LatencyTracker
@@ -100,7 +102,8 @@ class BrokerCore:
             owns_ledger=not injected,
         )
         self.router = Router(self.policy, latency=self.latency, circuits=self.circuits, spend=self.meter, now=now)
-        extra = {"asleep": asleep} if asleep is not None else {}
+        # what watches every call (budgets, limits, telemetry, audit): see broker/call_hooks.py
+        self.hooks: list[CallHook] = []
         self.executor = Executor(
             adapters=self.pool,
             latency=self.latency,
@@ -110,7 +113,8 @@ class BrokerCore:
             clock=clock,
             sleep=sleep,
             wall=now,
-            **extra,
+            asleep=asleep or asyncio.sleep,
+            hooks=self.hooks,
         )
 
     def request(self, model: str, messages: Any, params: Mapping[str, Any]) -> ChatRequest:

@@ -3,6 +3,7 @@
     for route in decision.routes:               ranked survivors of the hard filters only
         guard(route)                            residency, checked again right before the adapter
         build its adapter                       a route that cannot be used is recorded, then skipped
+        claim it for the call's hooks           budgets, limits, quotas (broker/call_hooks.py) may pass it over
         retry on this route                     the retry rule of broker/retry.py
         admit the answer                        stream complete, usage in range (broker/attempts.py)
         on a failover-able error: next route
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from contextlib import aclosing, closing
 from typing import Any, NoReturn, Protocol
 
 from .adapter import Adapter
 from .attempts import UNUSABLE_ROUTE, Attempt, AttemptOutcomes, CallMeta
+from .call_hooks import CallHook, CallScope
 from .errors import BrokerError, NoEligibleRoute, ProviderError, ResidencyViolation
 from .health import CircuitBoard, LatencyTracker
 from .metering.events import UsageEvent
@@ -36,6 +39,8 @@ from .streaming import StreamAccumulator
 from .types import ChatRequest, ChatResponse, StreamEvent
 
 __all__ = ["CallMeta", "Executor"]
+
+log = logging.getLogger("llama_broker.execute")
 
 
 class _Meter(Protocol):
@@ -63,8 +68,10 @@ class Executor:
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+        hooks: Sequence[CallHook] = (),
     ) -> None:
         self.adapters = adapters
+        self.hooks = tuple(hooks)
         self.circuits = circuits
         self.meter = meter
         self.retry = RetryRule(retry, circuits=circuits, sleep=sleep, asleep=asleep)
@@ -112,19 +119,22 @@ class Executor:
             return True
         return False
 
-    def _fail(self, attempt: Attempt, meta: CallMeta, request: ChatRequest, exc: BaseException,
+    def _fail(self, watch: _Watch, attempt: Attempt, meta: CallMeta, request: ChatRequest, exc: BaseException,
               acc: StreamAccumulator | None = None) -> NoReturn:
         err, event = self.outcomes.failed(attempt, meta, request, exc, acc)
         self.meter.record(event)
+        watch.attempted(attempt.route, event)
         raise err from (exc if err is not exc else exc.__cause__)
 
-    async def _afail(self, attempt: Attempt, meta: CallMeta, request: ChatRequest, exc: BaseException,
-                     acc: StreamAccumulator | None = None) -> NoReturn:
+    async def _afail(self, watch: _Watch, attempt: Attempt, meta: CallMeta, request: ChatRequest,
+                     exc: BaseException, acc: StreamAccumulator | None = None) -> NoReturn:
         err, event = self.outcomes.failed(attempt, meta, request, exc, acc)
         if isinstance(exc, Exception):
             await self._arecord(event)
+            await watch.aattempted(attempt.route, event)
         else:  # closing or cancelled: no awaiting now
             self.meter.record(event)
+            watch.attempted(attempt.route, event)
         raise err from (exc if err is not exc else exc.__cause__)
 
     async def _arecord(self, event: UsageEvent) -> None:
@@ -151,11 +161,43 @@ class Executor:
         acc.add(event)
         return bool(event.text or event.tool_calls or event.finish_reason)
 
+    def _open(self, request: ChatRequest, decision: Decision, meta: CallMeta) -> _Watch:
+        """Open the call's hook scopes; a hook that refuses the call closes those already opened."""
+        if not self.hooks:
+            return _NO_WATCH
+        watch = _Watch(any(hook.blocking for hook in self.hooks))
+        try:
+            for hook in self.hooks:
+                scope = hook.open(request, decision, meta)
+                if scope is not None:
+                    watch.scopes.append(scope)
+        except BaseException as exc:
+            watch.close(None, exc)
+            raise
+        return watch
+
+    async def _aopen(self, request: ChatRequest, decision: Decision, meta: CallMeta) -> _Watch:
+        if self.hooks and any(hook.blocking for hook in self.hooks):
+            return await asyncio.to_thread(self._open, request, decision, meta)
+        return self._open(request, decision, meta)
+
     # ------------------------------------------------------------------ sync
 
     def chat(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> ChatResponse:
+        watch = self._open(request, decision, meta)
+        try:
+            response = self._chat(decision, request, meta, watch)
+        except BaseException as exc:
+            watch.close(None, exc)
+            raise
+        watch.close(response, None)
+        return response
+
+    def _chat(self, decision: Decision, request: ChatRequest, meta: CallMeta, watch: _Watch) -> ChatResponse:
         number, last = 0, None
         for route in decision.routes:
+            if not watch.claim(route, decision):
+                continue
             adapter = self._claim(route, decision)
             if adapter is None:
                 continue
@@ -168,9 +210,10 @@ class Executor:
                             response = adapter.chat(request)
                             usage = self.outcomes.admit(attempt, request, response)
                         except BaseException as exc:
-                            self._fail(attempt, meta, request, exc)
+                            self._fail(watch, attempt, meta, request, exc)
                         response, event = self.outcomes.succeeded(attempt, meta, request, response, usage, decision)
                         self.meter.record(event)
+                        watch.attempted(route, event)
                         return response
             except BrokerError as exc:
                 if not self._passed_over(exc, route, decision, None):
@@ -179,8 +222,25 @@ class Executor:
         raise self._give_up(decision, last)
 
     def stream(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> Generator[StreamEvent, None, None]:
+        watch = self._open(request, decision, meta)
+        response: ChatResponse | None = None
+        try:
+            with closing(self._stream(decision, request, meta, watch)) as events:
+                for event in events:
+                    response = event.response or response
+                    yield event
+        except BaseException as exc:
+            watch.close(None, exc)
+            raise
+        watch.close(response, None)
+
+    def _stream(
+        self, decision: Decision, request: ChatRequest, meta: CallMeta, watch: _Watch
+    ) -> Generator[StreamEvent, None, None]:
         number, last = 0, None
         for route in decision.routes:
+            if not watch.claim(route, decision):
+                continue
             adapter = self._claim(route, decision)
             if adapter is None:
                 continue
@@ -199,9 +259,10 @@ class Executor:
                             answer = acc.response(request)
                             usage = self.outcomes.admit(attempt, request, answer)
                         except BaseException as exc:
-                            self._fail(attempt, meta, request, exc, acc)
+                            self._fail(watch, attempt, meta, request, exc, acc)
                         final, done = self.outcomes.succeeded(attempt, meta, request, answer, usage, decision)
                         self.meter.record(done)
+                        watch.attempted(route, done)
                         yield _final(final)
                         return
             except BrokerError as exc:
@@ -213,8 +274,20 @@ class Executor:
     # ------------------------------------------------------------------ async
 
     async def achat(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> ChatResponse:
+        watch = await self._aopen(request, decision, meta)
+        try:
+            response = await self._achat(decision, request, meta, watch)
+        except BaseException as exc:
+            await watch.aclose(None, exc)
+            raise
+        await watch.aclose(response, None)
+        return response
+
+    async def _achat(self, decision: Decision, request: ChatRequest, meta: CallMeta, watch: _Watch) -> ChatResponse:
         number, last = 0, None
         for route in decision.routes:
+            if not await watch.aclaim(route, decision):
+                continue
             adapter = self._claim(route, decision)
             if adapter is None:
                 continue
@@ -227,9 +300,10 @@ class Executor:
                             response = await adapter.achat(request)
                             usage = self.outcomes.admit(attempt, request, response)
                         except BaseException as exc:
-                            await self._afail(attempt, meta, request, exc)
+                            await self._afail(watch, attempt, meta, request, exc)
                         response, event = self.outcomes.succeeded(attempt, meta, request, response, usage, decision)
                         await self._arecord(event)
+                        await watch.aattempted(route, event)
                         return response
             except BrokerError as exc:
                 if not self._passed_over(exc, route, decision, None):
@@ -240,8 +314,28 @@ class Executor:
     async def astream(
         self, decision: Decision, request: ChatRequest, meta: CallMeta
     ) -> AsyncGenerator[StreamEvent, None]:
+        watch = await self._aopen(request, decision, meta)
+        response: ChatResponse | None = None
+        try:
+            async with aclosing(self._astream(decision, request, meta, watch)) as events:
+                async for event in events:
+                    response = event.response or response
+                    yield event
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                await watch.aclose(None, exc)
+            else:  # closing or cancelled: no awaiting now
+                watch.close(None, exc)
+            raise
+        await watch.aclose(response, None)
+
+    async def _astream(
+        self, decision: Decision, request: ChatRequest, meta: CallMeta, watch: _Watch
+    ) -> AsyncGenerator[StreamEvent, None]:
         number, last = 0, None
         for route in decision.routes:
+            if not await watch.aclaim(route, decision):
+                continue
             adapter = self._claim(route, decision)
             if adapter is None:
                 continue
@@ -260,9 +354,10 @@ class Executor:
                             answer = acc.response(request)
                             usage = self.outcomes.admit(attempt, request, answer)
                         except BaseException as exc:
-                            await self._afail(attempt, meta, request, exc, acc)
+                            await self._afail(watch, attempt, meta, request, exc, acc)
                         final, done = self.outcomes.succeeded(attempt, meta, request, answer, usage, decision)
                         await self._arecord(done)
+                        await watch.aattempted(route, done)
                         yield _final(final)
                         return
             except BrokerError as exc:
@@ -270,6 +365,59 @@ class Executor:
                     raise
                 last = exc if isinstance(exc, ProviderError) else last
         raise self._give_up(decision, last)
+
+
+class _Watch:
+    """The hook scopes of one call.  A hook that fails while settling is logged, never the caller's error."""
+
+    __slots__ = ("blocking", "scopes")
+
+    def __init__(self, blocking: bool) -> None:
+        self.blocking = blocking
+        self.scopes: list[CallScope] = []
+
+    def claim(self, route: Route, decision: Decision) -> bool:
+        """Whether every hook lets `route` be tried; the first refusal is recorded in the decision."""
+        for scope in self.scopes:
+            refusal = scope.claim(route)
+            if refusal is not None:
+                decision.record_failure(route, refusal)
+                return False
+        return True
+
+    def attempted(self, route: Route, event: UsageEvent) -> None:
+        for scope in self.scopes:
+            try:
+                scope.attempted(route, event)
+            except Exception:
+                log.exception("a call hook failed to take an attempt's usage")
+
+    def close(self, response: ChatResponse | None, error: BaseException | None) -> None:
+        for scope in self.scopes:
+            try:
+                scope.close(response, error)
+            except Exception:
+                log.exception("a call hook failed to close a call")
+
+    async def aclaim(self, route: Route, decision: Decision) -> bool:
+        if self.blocking:
+            return await asyncio.to_thread(self.claim, route, decision)
+        return self.claim(route, decision)
+
+    async def aattempted(self, route: Route, event: UsageEvent) -> None:
+        if self.blocking:
+            await asyncio.to_thread(self.attempted, route, event)
+        else:
+            self.attempted(route, event)
+
+    async def aclose(self, response: ChatResponse | None, error: BaseException | None) -> None:
+        if self.blocking:
+            await asyncio.to_thread(self.close, response, error)
+        else:
+            self.close(response, error)
+
+
+_NO_WATCH = _Watch(False)
 
 
 def _final(response: ChatResponse) -> StreamEvent:
