@@ -82,6 +82,74 @@ def show(
     console.print(_tenants_table(policy))
 
 
+def _load_or_exit(file: Path, err: Console) -> Policy:
+    try:
+        return load_policy(file)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False)
+        raise typer.Exit(code=1) from None
+
+
+@policy_app.command("diff")
+def diff(
+    old: Annotated[Path, typer.Argument(help="The policy in force.", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="The changed policy.", show_default=False)],
+    today: Annotated[str | None, typer.Option(help="Date for lifecycle checks (YYYY-MM-DD; default today).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the diff as JSON.")] = False,
+) -> None:
+    """What a change does: per tenant and model, routes and jurisdictions gained and lost; changed settings.
+
+    Exits 0 when nothing changed, 1 when something did (2 on a bad file).
+    """
+    import json
+
+    from ..policy.diff import diff_policies
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    day = dt.date.fromisoformat(today) if today else None
+    before, after = _load_or_exit(old, err), _load_or_exit(new, err)
+    result = diff_policies(before, after, today=day)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        out = Console(highlight=False, soft_wrap=True)
+        for line in result.lines():
+            out.print(line, markup=False)
+    raise typer.Exit(code=0 if result.empty else 1)
+
+
+@policy_app.command("test")
+def test(
+    file: Annotated[Path, typer.Argument(help="Policy file.", show_default=False)],
+    expectations: Annotated[Path, typer.Argument(help="Expectations file (YAML).", show_default=False)],
+    today: Annotated[str | None, typer.Option(help="Date for lifecycle checks (YYYY-MM-DD; default today).")] = None,
+) -> None:
+    """Check a policy against a file of expectations; each is reported PASS or FAIL with what broke it.
+
+    Exits 1 if any expectation fails or a file has an error.
+    """
+    from ..policy.expectations import check_expectations, load_expectations
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    policy = _load_or_exit(file, err)
+    try:
+        loaded = load_expectations(expectations)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False)
+        raise typer.Exit(code=1) from None
+    day = dt.date.fromisoformat(today) if today else None
+    results = check_expectations(policy, loaded, file=str(expectations), today=day)
+    out = Console(highlight=False, soft_wrap=True)
+    for result in results:
+        out.print(str(result), markup=False)
+    failed = sum(not r.passed for r in results)
+    out.print(f"{len(results) - failed} passed, {failed} failed", markup=False)
+    if failed:
+        raise typer.Exit(code=1)
+
+
 @policy_app.command("catalog")
 def catalog(
     model: Annotated[str | None, typer.Option(help="Only this model (any alias).")] = None,
