@@ -80,6 +80,10 @@ class Decision:
         if not self.rules_tenant:
             object.__setattr__(self, "rules_tenant", self.tenant)
 
+    def add_warning(self, note: str) -> None:
+        """Note something the call should know that does not stop it (a licence term on `warn`)."""
+        object.__setattr__(self, "warnings", (*self.warnings, note))
+
     def record_failure(self, route: Route, error: BrokerError) -> None:
         """Note a ranked route the executor had to pass over because it could not be used."""
         object.__setattr__(self, "failures", (*self.failures, RouteFailure(route.id, error)))
