@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from typer.testing import CliRunner
@@ -55,7 +57,6 @@ expectations:
 def test_diff_shows_the_us_route_an_eu_tenant_gains(tmp_path: Path) -> None:
     old = _policy(tmp_path, "old.yaml", eu_residency=["eu"])
     new = _policy(tmp_path, "new.yaml", eu_residency=["eu", "us"], budget=5.0)
-    import datetime as dt
 
     result = diff_policies(load_policy(old), load_policy(new), today=dt.date.fromisoformat(TODAY))
     reach = {(r.tenant, r.model): r for r in result.reach}
@@ -109,3 +110,31 @@ def test_bad_expectations_are_reported_with_their_lines(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"{exp}:4:" in result.output and "only_jurisdiction" in result.output and "did you mean" in result.output
     assert f"{exp}:5:" in result.output and "missing required key 'model'" in result.output
+
+
+def test_catalog_and_validate_warn_ahead_of_end_of_life_by_the_policys_days(tmp_path: Path) -> None:
+    path = _policy(tmp_path, "p.yaml", eu_residency=["eu"])
+    doc = yaml.safe_load(path.read_text())
+    args = ["catalog", "--model", "llama-3.3-70b", "--provider", "bedrock", "--json", "--today", TODAY]
+
+    def bedrock_row(*extra: str) -> dict[str, Any]:
+        rows = json.loads(runner.invoke(app, [*args, *extra]).output)
+        return next(r for r in rows if r["region"] == "us-east-1")
+
+    row = bedrock_row()
+    assert row["licence"] == "Llama 3.3 Community License Agreement" and row["attribution"] == "Built with Llama"
+    days = row["days_left"]
+    assert row["lifecycle"].startswith("deprecated") and days > 90 and row["warn"] is False
+    for setting, warned in ((days - 1, False), (days, True)):
+        doc["lifecycle_warning_days"] = setting
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        assert bedrock_row("--policy", str(path))["warn"] is warned
+        validate = runner.invoke(app, ["policy", "validate", str(path), "--today", TODAY])
+        assert ("'bedrock-us' (us.meta.llama3-3-70b-instruct-v1:0) retires on" in validate.output) is warned, \
+            validate.output
+        decision = load_policy(path)
+        from broker.policy.probe import Needs, Probe
+
+        outcome = Probe(decision, today=dt.date.fromisoformat(TODAY)).decide("us-team", "llama-3.3-70b", Needs())
+        bedrock = next(c for c in outcome.candidates if c.route.id == "bedrock-us")  # type: ignore[union-attr]
+        assert any("end of life" in w for w in bedrock.warnings)  # deprecated routes are always flagged

@@ -115,9 +115,13 @@ def test_show_prints_effective_routes() -> None:
 
 
 def test_catalog_command_lists_prices_with_sources() -> None:
-    result = CliRunner().invoke(policy_app, ["catalog", "--model", "llama-3.3-70b"], env={"COLUMNS": "300"})
+    from broker.cli.main import app
+
+    result = CliRunner().invoke(app, ["catalog", "--model", "llama-3.3-70b", "--today", "2026-11-23"],
+                                env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert "llama-3.3-70b-versatile" in result.stdout and "retired" in result.stdout
+    assert "Llama 3.3 Community License" in result.stdout
 
 
 def test_packaged_default_policy_matches_policies_default() -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import PolicyError
-from ..policy import Policy, builtin_catalog, load_policy
+from ..policy import Policy, load_policy
 from ..policy.lint import lint_policy
 from ..policy.loader import load_policy_document
 
@@ -148,25 +148,6 @@ def test(
     out.print(f"{len(results) - failed} passed, {failed} failed", markup=False)
     if failed:
         raise typer.Exit(code=1)
-
-
-@policy_app.command("catalog")
-def catalog(
-    model: Annotated[str | None, typer.Option(help="Only this model (any alias).")] = None,
-    provider: Annotated[str | None, typer.Option(help="Only this provider.")] = None,
-) -> None:
-    """Print the built-in catalog: deployments, prices with their source, lifecycle."""
-    cat = builtin_catalog()
-    table = Table(title=f"built-in catalog (as of {cat.as_of})")
-    for column in ("provider", "model", "region", "model_id", "$/Mtok in", "$/Mtok out", "lifecycle", "price source"):
-        table.add_column(column, overflow="fold")
-    for e in cat.entries_for(model, provider=provider):
-        table.add_row(
-            e.provider, e.model, e.region or "-", e.model_id,
-            _money(e.price.input_per_mtok if e.price else None), _money(e.price.output_per_mtok if e.price else None),
-            _lifecycle(e.lifecycle.status, e.lifecycle.retires_on), (e.price.source or "") if e.price else "unknown",
-        )
-    Console().print(table)
 
 
 def _routes_table(policy: Policy, today: dt.date) -> Table:

@@ -30,10 +30,7 @@ from .loader import LoadedPolicy
 from .resolver import is_disabled
 from .schema import TenantPolicy
 
-__all__ = ["SOON_RETIRING_DAYS", "Finding", "FindingKind", "lint_policy"]
-
-SOON_RETIRING_DAYS = 90
-"""A route that retires within this many days is flagged (as decisions flag it)."""
+__all__ = ["Finding", "FindingKind", "lint_policy"]
 
 FindingKind = Literal["unreachable", "budget", "lifecycle", "route", "model_id", "credential"]
 
@@ -169,7 +166,7 @@ class _Lint:
                                                    "it is never a candidate")
             return
         days = life.days_left(self.today)
-        if days is not None and days <= SOON_RETIRING_DAYS:
+        if days is not None and days <= self.policy.lifecycle_warning_days:  # as decisions flag it
             yield self.finding(where, "lifecycle", f"route {route.id!r} ({route.model_id}) retires on "
                                                    f"{life.retires_on}, in {days} days")
 
