@@ -42,6 +42,7 @@ class LocalAdapter(OpenAIHttpAdapter):
 
     provider: ClassVar[str] = "local"
     options: ClassVar[type[RouteOptions]] = LocalOptions
+    static_auth = True
 
     def __init__(self, route: Route, *, http: HttpClients) -> None:
         super().__init__(route, http=http)

@@ -1,9 +1,18 @@
-"""Chat completions over plain httpx: the I/O half shared by local runners and Vertex MaaS.
+"""Chat completions over the broker's own HTTP code: the I/O half shared by local runners and Vertex MaaS.
 
 Subclasses say where to POST (`url`) and how to authenticate (`auth_headers` /
-`aauth_headers`); this class sends the JSON or SSE request on the broker's shared HTTP
-clients and maps every transport failure and non-2xx answer onto the broker's errors, in
-`_mapped_errors`, the only place it touches httpx's exception types.
+`aauth_headers`; `static_auth = True` when the headers never change, so they are built into the
+route's request once).  Sync calls go through the broker's shared `httpx.Client`; async calls
+through its aiohttp session directly (`broker.transport.AsyncPost`), the body read once.  Every
+transport failure and non-2xx answer is mapped onto the broker's errors in `_mapped_errors`,
+the only place this module touches httpx's and aiohttp's exception types:
+
+| transport failure                                      | broker error  |
+|--------------------------------------------------------|---------------|
+| a connect or read timeout                              | Timeout       |
+| the connection broke or the HTTP framing was bad       | ProtocolError |
+| the body is not JSON / not UTF-8                       | ProtocolError |
+| the server cannot be reached, any other client error   | Unavailable   |
 
 An error a server reports inside a stream is classified like the same error answered as an
 HTTP status (`stream_error`), so a request error mid-stream is not retried and a context
@@ -20,17 +29,19 @@ The status is the one the payload states; without one it comes from the error's 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import httpx
 
 from broker.adapter import AdapterBase
 from broker.errors import ProtocolError, ProviderError, Timeout, Unavailable
-from broker.transport import timeout_for
+from broker.transport import AsyncPost, timeout_for
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
@@ -123,6 +134,10 @@ class OpenAIHttpAdapter(AdapterBase):
 
     #: servers differ in whether they accept `stream_options`; all OpenAI-compatible Llama servers do.
     include_stream_usage = True
+    #: whether `auth_headers()` always returns the same headers (then they are built into the request once)
+    static_auth = False
+    _async_post: AsyncPost | None = None
+    _sync_timeout: httpx.Timeout | None = None
 
     @property
     def url(self) -> str:
@@ -146,7 +161,25 @@ class OpenAIHttpAdapter(AdapterBase):
 
     @property
     def _timeout(self) -> httpx.Timeout:
-        return timeout_for(self.route.timeout_s, self.route.connect_timeout_s)
+        if self._sync_timeout is None:
+            self._sync_timeout = timeout_for(self.route.timeout_s, self.route.connect_timeout_s)
+        return self._sync_timeout
+
+    def _post(self) -> AsyncPost:
+        """The route's async request, built on first use (the URL may need the credentials first)."""
+        post = self._async_post
+        if post is None:
+            post = AsyncPost(self.url, read_s=self.route.timeout_s, connect_s=self.route.connect_timeout_s,
+                             headers=self.auth_headers() if self.static_auth else None)
+            self._async_post = post
+        return post
+
+    async def _async_headers(self, post: AsyncPost) -> dict[str, str]:
+        return post.headers if self.static_auth else post.with_headers(await self.aauth_headers())
+
+    @staticmethod
+    def _encode(body: dict[str, Any]) -> bytes:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
     @contextmanager
     def _mapped_errors(self) -> Iterator[None]:
@@ -155,6 +188,12 @@ class OpenAIHttpAdapter(AdapterBase):
             yield
         except ProviderError:
             raise
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise Timeout(f"{type(exc).__name__} after {self.route.timeout_s}s", **ctx) from exc
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
+            raise ProtocolError(f"connection broke mid-answer: {type(exc).__name__}", **ctx) from exc
+        except aiohttp.ClientError as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}", **ctx) from exc
         except httpx.TimeoutException as exc:
             raise Timeout(f"{type(exc).__name__} after {self.route.timeout_s}s", **ctx) from exc
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
@@ -181,19 +220,21 @@ class OpenAIHttpAdapter(AdapterBase):
             raise self.stream_error(chunk)
         return list(openai_shape.events_from_chunk(chunk, **self.error_context()))
 
-    def _raise_for_status(self, response: httpx.Response, body_bytes: bytes) -> None:
-        if response.status_code < 400:
+    def _raise_for_status(self, status: int, headers: Mapping[str, str], body_bytes: bytes) -> None:
+        if status < 400:
             return
         try:
             body: Any = json.loads(body_bytes) if body_bytes else None
         except ValueError:
             body = body_bytes[:200].decode("utf-8", "replace")
-        raise self.status_error(response.status_code, body, response.headers, response.headers.get("x-request-id"))
+        raise self.status_error(status, body, headers, headers.get("x-request-id"))
 
-    def _parse(self, response: httpx.Response) -> ChatResponse:
-        result = openai_shape.response_from_body(response.json(), **self.error_context())
-        if result.provider_request_id is None and "x-request-id" in response.headers:
-            result = replace(result, provider_request_id=response.headers["x-request-id"])
+    def _parse(self, body_bytes: bytes, headers: Mapping[str, str]) -> ChatResponse:
+        result = openai_shape.response_from_body(json.loads(body_bytes), **self.error_context())
+        if result.provider_request_id is None:
+            request_id = headers.get("x-request-id")
+            if request_id is not None:
+                result = replace(result, provider_request_id=request_id)
         return result
 
     def _events(self, line: str) -> list[StreamEvent]:
@@ -214,15 +255,15 @@ class OpenAIHttpAdapter(AdapterBase):
             response = self.http.sync.post(
                 self.url, json=self._body(request, False), headers=self.auth_headers(), timeout=self._timeout
             )
-            self._raise_for_status(response, response.content)
-            return self._parse(response)
+            self._raise_for_status(response.status_code, response.headers, response.content)
+            return self._parse(response.content, response.headers)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
         with self._mapped_errors(), self.http.sync.stream(
             "POST", self.url, json=self._body(request, True), headers=self.auth_headers(), timeout=self._timeout
         ) as response:
             if response.status_code >= 400:
-                self._raise_for_status(response, response.read())
+                self._raise_for_status(response.status_code, response.headers, response.read())
             lines = _Lines()
             for data in response.iter_bytes():
                 for line in lines.feed(data):
@@ -234,25 +275,22 @@ class OpenAIHttpAdapter(AdapterBase):
 
     async def achat(self, request: ChatRequest) -> ChatResponse:
         with self._mapped_errors():
-            response = await self.http.async_.post(
-                self.url,
-                json=self._body(request, False),
-                headers=await self.aauth_headers(),
-                timeout=self._timeout,
-            )
-            self._raise_for_status(response, response.content)
-            return self._parse(response)
+            post = self._post()
+            headers = await self._async_headers(post)
+            async with post.send(self.http.session, self._encode(self._body(request, False)), headers) as response:
+                body = await response.read()
+                self._raise_for_status(response.status, response.headers, body)
+                return self._parse(body, response.headers)
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        headers = await self.aauth_headers()
         with self._mapped_errors():
-            async with self.http.async_.stream(
-                "POST", self.url, json=self._body(request, True), headers=headers, timeout=self._timeout
-            ) as response:
-                if response.status_code >= 400:
-                    self._raise_for_status(response, await response.aread())
+            post = self._post()
+            headers = await self._async_headers(post)
+            async with post.send(self.http.session, self._encode(self._body(request, True)), headers) as response:
+                if response.status >= 400:
+                    self._raise_for_status(response.status, response.headers, await response.read())
                 lines = _Lines()
-                async for data in response.aiter_bytes():
+                async for data in response.content.iter_any():
                     for line in lines.feed(data):
                         for event in self._events(line):
                             yield event

@@ -236,7 +236,7 @@ class VertexOptions(RouteOptions):
 
 
 class VertexAdapter(OpenAIHttpAdapter):
-    """Llama on Vertex AI, MaaS or a dedicated endpoint, over the broker's shared httpx clients.
+    """Llama on Vertex AI, MaaS or a dedicated endpoint, over the broker's shared HTTP clients.
 
     Injectables: `credentials=` (any google-auth credentials object) and `auth_request=` (the
     google-auth transport that refreshes tokens; default `google.auth.transport.requests.Request()`).

@@ -31,19 +31,20 @@ from .errors import (
     Unavailable,
     UnknownTenant,
 )
-from .routes import Capabilities, Lifecycle, Price, Route, RouteOptions
-from .types import ChatRequest, ChatResponse, RouteInfo, StreamEvent, ToolCall, ToolCallDelta, Usage
 
 if TYPE_CHECKING:
     from .adapter import Adapter, AdapterBase, AdapterRegistry
     from .client import AsyncBroker, Broker
     from .policy.decision import Candidate, Decision
+    from .routes import Capabilities, Lifecycle, Price, Route, RouteOptions
     from .transport import TransportOptions
+    from .types import ChatRequest, ChatResponse, RouteInfo, StreamEvent, ToolCall, ToolCallDelta, Usage
 
 __version__ = "0.1.0"
 
-# The client, the engine and the transport are imported on first use, so that importing the
-# errors and types (as adapters and the test plugin do) stays cheap.
+# Only the errors are imported with the package.  The client, the engine, the transport and the
+# pydantic-based types are imported on first use, so `import broker` (and code that only catches
+# the broker's errors) does not pay for pydantic, the policy engine or the HTTP stacks.
 _LAZY = {
     "Adapter": "broker.adapter",
     "AdapterBase": "broker.adapter",
@@ -51,8 +52,20 @@ _LAZY = {
     "AsyncBroker": "broker.client",
     "Broker": "broker.client",
     "Candidate": "broker.policy.decision",
+    "Capabilities": "broker.routes",
+    "ChatRequest": "broker.types",
+    "ChatResponse": "broker.types",
     "Decision": "broker.policy.decision",
+    "Lifecycle": "broker.routes",
+    "Price": "broker.routes",
+    "Route": "broker.routes",
+    "RouteInfo": "broker.types",
+    "RouteOptions": "broker.routes",
+    "StreamEvent": "broker.types",
+    "ToolCall": "broker.types",
+    "ToolCallDelta": "broker.types",
     "TransportOptions": "broker.transport",
+    "Usage": "broker.types",
 }
 
 
@@ -65,6 +78,10 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 __all__ = [
     "Adapter",

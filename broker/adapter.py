@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator, Iterator
-from importlib.metadata import entry_points
 from types import ModuleType
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -154,6 +153,8 @@ class AdapterRegistry:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
+        from importlib.metadata import entry_points  # costs tens of ms: only when a registry is consulted
+
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             self._targets.setdefault(ep.name, ep.value)
 

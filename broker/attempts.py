@@ -24,6 +24,7 @@ Every attempt ends in exactly one of these ways, and each way meters exactly one
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -49,7 +50,7 @@ from .streaming import StreamAccumulator
 from .types import ChatRequest, ChatResponse, Usage
 from .usage import completion_chars, estimated_usage, usage_problem
 
-__all__ = ["UNUSABLE_ROUTE", "Attempt", "AttemptOutcomes", "CallMeta", "UsageEvents"]
+__all__ = ["UNUSABLE_ROUTE", "Attempt", "AttemptOutcomes", "CallMeta", "UsageEvents", "request_needs"]
 
 #: What an adapter raises when its route cannot be used at all (not built, not configured, no
 #: credential): the call moves on to the next route, and the route's circuit is not touched.
@@ -67,6 +68,8 @@ class CallMeta:
     tags: Mapping[str, str]
     policy_version: str
     store_text: bool = False
+    stream: bool = False
+    decision_id: str | None = None
 
 
 @dataclass
@@ -95,6 +98,7 @@ class UsageEvents:
         *,
         error_kind: str | None = None,
         completion: str | None = None,
+        retry_after_s: float | None = None,
     ) -> UsageEvent:
         route = attempt.route
         price = route.price
@@ -124,6 +128,9 @@ class UsageEvents:
             policy_version=meta.policy_version,
             prompt_text="\n".join(f"{m.role}: {m.text}" for m in request.messages) if meta.store_text else None,
             completion_text=completion if meta.store_text else None,
+            needs=request_needs(request, meta.stream),
+            decision_id=meta.decision_id,
+            retry_after_s=retry_after_s,
         )
 
 
@@ -141,6 +148,8 @@ class AttemptOutcomes:
     ) -> None:
         self.latency, self.circuits, self.budget, self.clock = latency, circuits, budget, clock
         self.events = UsageEvents(clock=clock, wall=wall)
+        #: signs the finished answer's provenance record (`broker.provenance`) when the policy turns it on
+        self.stamp: Callable[[ChatResponse, CallMeta, Route], ChatResponse] | None = None
 
     @staticmethod
     def admit(attempt: Attempt, request: ChatRequest, answer: ChatResponse) -> Usage:
@@ -189,6 +198,8 @@ class AttemptOutcomes:
             latency_ms=total_ms,
             ttft_ms=ttft_ms,
         )
+        if self.stamp is not None:
+            finished = self.stamp(finished, meta, route)
         return finished, event
 
     def failed(
@@ -212,7 +223,8 @@ class AttemptOutcomes:
                     self.circuits.failure(route.id)
                 else:  # the provider answered (it refused this request): the route itself is healthy
                     self.circuits.success(route.id)
-                return exc, self.events.event(attempt, meta, request, usage, error_kind=exc.kind)
+                return exc, self.events.event(attempt, meta, request, usage, error_kind=exc.kind,
+                                              retry_after_s=exc.retry_after)
             # an unusable route found at call time, or an adapter bug: neither is the route's health
             self.circuits.release(route.id)
             err = exc if isinstance(exc, BrokerError) else _bug(exc, route)
@@ -230,6 +242,20 @@ class AttemptOutcomes:
             usage = Usage(input_tokens=request.estimated_input_tokens(), estimated=True)
         kind = "Abandoned" if isinstance(exc, GeneratorExit) else "Cancelled"
         return exc, self.events.event(attempt, meta, request, usage, error_kind=kind)
+
+
+def request_needs(request: ChatRequest, stream: bool) -> str:
+    """What a request asked of a route, as compact JSON for the ledger (never its text)."""
+    return json.dumps(
+        {
+            "json": request.needs_json,
+            "max_tokens": request.max_tokens,
+            "stream": stream,
+            "tools": request.needs_tools,
+            "vision": request.needs_vision,
+        },
+        separators=(",", ":"),
+    )
 
 
 def _bug(exc: Exception, route: Route) -> AdapterBug:

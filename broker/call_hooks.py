@@ -9,6 +9,9 @@ call through one `CallHook`; the executor knows only this protocol, never which 
     scope.attempted(route, event)                after each metered attempt, with its `UsageEvent`
     scope.close(response, error)                 once, however the call ends; settles what was held
 
+An `OutputFilter` (the tenant's output guardrails) sees each answer or stream before the
+hooks close, so a blocked or redacted answer is what they record.
+
 A hook whose methods do I/O (a shared store) says `blocking = True`; async calls then run
 its methods off the event loop's thread.  With no hooks a call pays nothing for them.
 """
@@ -18,14 +21,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
     from .attempts import CallMeta
     from .errors import BrokerError
     from .metering.events import UsageEvent
     from .policy.decision import Decision
     from .routes import Route
-    from .types import ChatRequest, ChatResponse
+    from .types import ChatRequest, ChatResponse, StreamEvent
 
-__all__ = ["CallHook", "CallScope"]
+__all__ = ["CallHook", "CallScope", "OutputFilter"]
 
 
 class CallScope(Protocol):
@@ -42,3 +47,16 @@ class CallHook(Protocol):
     blocking: bool
 
     def open(self, request: ChatRequest, decision: Decision, meta: CallMeta) -> CallScope | None: ...
+
+
+class OutputFilter(Protocol):
+    """What the caller gets of an answer: applied before the hooks close, so they see its outcome."""
+
+    def response(self, decision: Decision, request: ChatRequest, meta: CallMeta,
+                 response: ChatResponse) -> ChatResponse: ...
+    async def aresponse(self, decision: Decision, request: ChatRequest, meta: CallMeta,
+                        response: ChatResponse) -> ChatResponse: ...
+    def stream(self, decision: Decision, request: ChatRequest, meta: CallMeta,
+               events: Iterator[StreamEvent]) -> Iterator[StreamEvent]: ...
+    def astream(self, decision: Decision, request: ChatRequest, meta: CallMeta,
+                events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]: ...

@@ -39,8 +39,11 @@ class _BrokerBase:
 
         Options: `adapters` (provider name -> adapter class or "module:Class", to add or
         replace providers), `transport` (`TransportOptions`), `ledger` (URL or a `Ledger`),
-        `durable` (commit usage before each call returns), and injectable `clock`, `sleep`,
-        `asleep`, `now` for deterministic tests.
+        `durable` (commit usage before each call returns), `tracer_provider` / `meter_provider`
+        (OpenTelemetry providers: passing either turns telemetry on, `broker.telemetry`),
+        `energy_counters` (counter name such as ``"nvml:0"`` -> an `EnergyCounter`, replacing the
+        host's own for the policy's `energy:` routes, `broker.energy`) with `energy_clock`, and
+        injectable `clock`, `sleep`, `asleep`, `now` for deterministic tests.
         """
         with scrubbed_errors:  # a ledger URL's password, say, never shows in the error
             self._core = BrokerCore(policy, **options)
@@ -91,6 +94,7 @@ class Broker(_BrokerBase):
         """
         with scrubbed_errors:
             decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=False)
+            request = self._core.guard_input(decision, request, meta)
             return self._core.executor.chat(decision, request, meta)
 
     def stream(
@@ -104,6 +108,7 @@ class Broker(_BrokerBase):
     ) -> Iterator[StreamEvent]:
         """Stream one chat call: text deltas, then a final event with usage and the whole response."""
         decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=True)
+        request = self._core.guard_input(decision, request, meta)
         return _scrubbed(self._core.executor.stream(decision, request, meta))
 
     def close(self) -> None:
@@ -132,6 +137,7 @@ class AsyncBroker(_BrokerBase):
     ) -> ChatResponse:
         with scrubbed_errors:
             decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=False)
+            request = await self._core.aguard_input(decision, request, meta)
             return await self._core.executor.achat(decision, request, meta)
 
     def stream(
@@ -150,6 +156,7 @@ class AsyncBroker(_BrokerBase):
         self, model: str, messages: Any, tenant: str, tags: Mapping[str, str] | None, params: Mapping[str, Any]
     ) -> AsyncIterator[StreamEvent]:
         decision, request, meta = self._core.prepare(model, messages, tenant, tags, params, stream=True)
+        request = await self._core.aguard_input(decision, request, meta)
         with scrubbed_errors:
             # closed with this generator, so an abandoned stream is metered now, not when collected
             async with aclosing(self._core.executor.astream(decision, request, meta)) as events:

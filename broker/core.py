@@ -12,18 +12,26 @@ from os import PathLike
 from typing import Any
 
 from .adapter import Adapter, AdapterFactory, AdapterRegistry
+from .audit import open_trail
+from .budgets import open_budget_hook
 from .call_hooks import CallHook
+from .energy import EnergyCounter, build_energy
 from .errors import InvalidRequest
 from .execute import CallMeta, Executor
+from .guardrails import Guardrails
+from .guardrails.pipeline import CLASSIFIER_TAG
 from .health import CircuitBoard, LatencyTracker
+from .limits import RateLimits, open_windows
 from .metering import Ledger, Meter, open_ledger
 from .policy import Policy, load_policy
 from .policy.decision import Decision
 from .policy.engine import Router
+from .policy.licence import LicenceGuard
 from .redaction import install_log_redaction
 from .routes import Route
+from .telemetry import build_telemetry
 from .transport import HttpClients, TransportOptions
-from .types import ChatRequest, call_tags, call_tenant
+from .types import ChatRequest, ChatResponse, call_tags, call_tenant
 
 __all__ = ["AdapterPool", "BrokerCore", "PolicySource"]
 
@@ -79,6 +87,10 @@ class BrokerCore:
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Any] | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        energy_counters: Mapping[str, EnergyCounter] | None = None,
+        energy_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         install_log_redaction()  # before any SDK is driven: their records are redacted from the first
         self.policy: Policy = policy if isinstance(policy, Policy) else load_policy(policy or default_policy_path())
@@ -101,14 +113,38 @@ class BrokerCore:
             flush_interval_s=metering.flush_interval_s,
             owns_ledger=not injected,
         )
-        self.router = Router(self.policy, latency=self.latency, circuits=self.circuits, spend=self.meter, now=now)
+        # budgets as reservations in the store beside the ledger (broker/budgets/): None without a budget
+        self.budgets = open_budget_hook(self.policy, ledger_obj, now=now)  # type: ignore[arg-type]
+        self.router = Router(self.policy, latency=self.latency, circuits=self.circuits, spend=self.budgets, now=now)
         # what watches every call (budgets, limits, telemetry, audit): see broker/call_hooks.py
         self.hooks: list[CallHook] = []
+        # the decision audit trail beside the ledger (broker/audit/): None when the policy turns it off
+        self.audit = open_trail(self.policy, getattr(ledger_obj, "url", None), durable=self.meter.durable, now=now,
+                                flush_interval_s=metering.flush_interval_s)
+        if self.audit is not None:
+            self.hooks.append(self.audit)
+        # spans and metrics (broker/telemetry/): None, and opentelemetry never imported, while off
+        self.telemetry = build_telemetry(self.policy.telemetry, tracer_provider=tracer_provider,
+                                         meter_provider=meter_provider, version=_version())
+        if self.telemetry is not None:
+            self.hooks.append(self.telemetry.hook)
+        if any(t.licence is not None for t in self.policy.tenants.values()):
+            self.hooks.append(LicenceGuard(self.policy))
+        # input and output checks of the tenants that declare some (broker/guardrails/): None otherwise
+        self.guardrails = self._guardrails(now)
+        # tenant and group rate limits, route quotas and saturation marks (broker/limits/): only when set
+        self.limits = _rate_limits(self.policy, now, sleep)
+        if self.limits is not None:
+            self.hooks.append(self.limits)
+        if self.budgets is not None:  # after the rate limits: a route they refuse is never reserved
+            self.hooks.append(self.budgets)
+        # joules on the events of routes whose runner is on this host (broker/energy/): None when none
+        self.energy = build_energy(self.policy.energy, self.meter, counters=energy_counters, clock=energy_clock)
         self.executor = Executor(
-            adapters=self.pool,
+            adapters=self.pool if self.energy is None else self.energy.adapters(self.pool),
             latency=self.latency,
             circuits=self.circuits,
-            meter=self.meter,
+            meter=self.meter if self.energy is None else self.energy.meter,
             retry=self.policy.retry,
             clock=clock,
             sleep=sleep,
@@ -116,6 +152,67 @@ class BrokerCore:
             asleep=asleep or asyncio.sleep,
             hooks=self.hooks,
         )
+        if self.policy.provenance.enabled:  # a signed record on every answer (broker/provenance/): off by default
+            from .audit.versions import snapshot
+            from .provenance.signing import ProvenanceSigner
+
+            signer = ProvenanceSigner(self.policy.provenance, policy_sha256=snapshot(self.policy).sha256, now=now)
+            self.executor.outcomes.stamp = signer.stamp
+        self._guard_output()
+
+    def _guardrails(self, now: Callable[[], dt.datetime]) -> Guardrails | None:
+        if not any(t.guardrails is not None for t in self.policy.tenants.values()):
+            return None
+        self._now = now
+        return Guardrails(self._classifier)
+
+    def _guard_output(self) -> None:
+        if self.guardrails is not None:
+            from .guardrails.output import GuardedOutput
+
+            self.executor.output = GuardedOutput(self.guardrails, self._restamp)
+
+    def _classifier(self, tenant: str, model: str) -> Callable[[list[dict[str, str]]], str]:
+        """A Llama Guard classifier: an ordinary call of the tenant, tagged, on the policy's routes."""
+        def classify(messages: list[dict[str, str]]) -> str:
+            decision, request, meta = self.prepare(model, messages, tenant, {CLASSIFIER_TAG: "llama_guard"}, {},
+                                                   stream=False)
+            return self.executor.chat(decision, request, meta).text
+        return classify
+
+    def guard_input(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> ChatRequest:
+        """The request after the tenant's input checks; a blocked one is metered and never sent."""
+        if self.guardrails is None or CLASSIFIER_TAG in meta.tags:
+            return request
+        from .errors import GuardrailBlocked
+        from .guardrails.blocked import blocked_event
+
+        try:
+            return self.guardrails.check_input(decision, request)
+        except GuardrailBlocked as exc:
+            self.meter.record(blocked_event(decision, meta, exc, self._now()))
+            if self.audit is not None:  # the trail stores the decision with the guardrail's outcome
+                from .audit.decisions import DecisionEntry
+
+                self.audit.add(DecisionEntry(decision, meta, self.audit.version.sha256, self._now(), None,
+                                             "GuardrailBlocked"))
+            raise
+
+    async def aguard_input(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> ChatRequest:
+        guards = self.guardrails.for_tenant(decision) if self.guardrails is not None else None
+        if guards is None:
+            return request
+        if guards.needs_io or self.meter.durable:  # a classifier call or a durable write: off the loop's thread
+            return await asyncio.to_thread(self.guard_input, decision, request, meta)
+        return self.guard_input(decision, request, meta)
+
+    def _restamp(self, guarded: ChatResponse, meta: CallMeta) -> ChatResponse:
+        """Sign the provenance record again over the text the caller gets, where a check changed it."""
+        stamp = self.executor.outcomes.stamp
+        if stamp is None or guarded.route is None or guarded.provenance is None:
+            return guarded
+        route = next((r for r in self.policy.routes if r.id == guarded.route.id), None)
+        return guarded if route is None else stamp(guarded, meta, route)
 
     def request(self, model: str, messages: Any, params: Mapping[str, Any]) -> ChatRequest:
         """Validate call arguments into a `ChatRequest`; unknown or bad arguments are `InvalidRequest`."""
@@ -149,6 +246,8 @@ class BrokerCore:
             tags={**tenant_policy.tags, **checked_tags},
             policy_version=self.policy.version,
             store_text=bool(self.policy.metering.store_text or tenant_policy.store_text),
+            stream=stream,
+            decision_id=uuid.uuid4().hex,
         )
         return decision, request, meta
 
@@ -161,13 +260,64 @@ class BrokerCore:
         try:
             self.pool.close()
         finally:
-            self.meter.close()
+            try:
+                self._close_energy()
+                try:
+                    self.meter.close()
+                finally:
+                    if self.audit is not None:
+                        self.audit.close()
+            finally:
+                try:
+                    self._close_telemetry()
+                finally:
+                    if self.limits is not None:
+                        self.limits.windows.close()
+                    if self.budgets is not None:
+                        self.budgets.close()  # stops renewing leases; open calls' reservations then expire
 
     async def aclose(self) -> None:
         try:
             await self.pool.aclose()
         finally:
-            self.meter.close()
+            try:
+                self._close_energy()
+                try:
+                    self.meter.close()
+                finally:
+                    if self.audit is not None:
+                        self.audit.close()
+            finally:
+                try:
+                    self._close_telemetry()
+                finally:
+                    if self.limits is not None:
+                        self.limits.windows.close()
+                    if self.budgets is not None:
+                        self.budgets.close()  # stops renewing leases; open calls' reservations then expire
+
+    def _close_energy(self) -> None:
+        if self.energy is not None:
+            self.energy.close()  # events still waiting for a share go to the meter (without a figure)
+
+    def _close_telemetry(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.shutdown()  # flushes the spans and metrics of providers the broker built
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _rate_limits(policy: Policy, now: Callable[[], dt.datetime], sleep: Callable[[float], None]) -> RateLimits | None:
+    """The limits hook when the policy sets a rate limit or a route quota; None costs a call nothing."""
+    if not (any(t.rate_limit for t in policy.tenants.values()) or any(g.rate_limit for g in policy.groups.values())
+            or any(r.rpm or r.tpm for r in policy.routes)):
+        return None
+    return RateLimits(policy, open_windows(policy.limits), key_prefix=policy.limits.key_prefix,
+                      now=lambda: now().timestamp(), sleep=sleep)
 
 
 def default_policy_path() -> str:

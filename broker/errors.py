@@ -7,11 +7,13 @@
     ├── UnknownTenant            a tenant the policy does not name (unless `unknown_tenants: default`)
     ├── NoEligibleRoute          every candidate was removed by a hard filter (names the filters)
     ├── ResidencyViolation       a route outside the tenant's jurisdictions reached the last guard
-    ├── BudgetExceeded           the tenant's budget blocks the call before any provider is called
+    ├── BudgetExceeded           a budget (tenant, group or provider scope) refuses the call or a route of it
+    ├── RateLimited              a tenant or group rate limit refuses the call; carries `retry_after` seconds
     ├── AdapterNotFound          no adapter is registered for a route's provider
     ├── MissingDependency        the provider's SDK is not installed (names the pip extra)
     ├── CredentialsError         a credential reference could not be resolved (names the variable)
     ├── MeteringError            the usage ledger refused a write (events kept for the next flush)
+    ├── ProvenanceError          a provenance key, certificate or record could not be read or signed
     ├── AdapterBug               an adapter raised an exception it does not map (the original as cause)
     └── ProviderError            a provider refused or failed the call
         ├── Throttled            429 and friends; carries `retry_after` seconds when the provider said
@@ -50,7 +52,9 @@ __all__ = [
     "ContextTooLong",
     "CredentialsError",
     "ErrorContext",
+    "GuardrailBlocked",
     "InvalidRequest",
+    "LicenceRefused",
     "MeteringError",
     "MissingDependency",
     "ModelNotAvailable",
@@ -58,7 +62,9 @@ __all__ = [
     "PolicyError",
     "PolicyIssue",
     "ProtocolError",
+    "ProvenanceError",
     "ProviderError",
+    "RateLimited",
     "ResidencyViolation",
     "Throttled",
     "Timeout",
@@ -111,19 +117,73 @@ class NoEligibleRoute(BrokerError):
         super().__init__(message)
 
 
+class GuardrailBlocked(BrokerError):
+    """A guardrail of the tenant's policy blocked the call's input (before any provider) or its output.
+
+    `check` names the guardrail, `stage` is `input` or `output`, `categories` the classifier's
+    categories where it gave some.  The message never quotes the text that was blocked.
+    """
+
+    def __init__(self, message: str, *, check: str, stage: str, categories: tuple[str, ...] = ()) -> None:
+        self.check = check
+        self.stage = stage
+        self.categories = categories
+        super().__init__(message)
+
+
+class LicenceRefused(BrokerError):
+    """The model's licence terms, as the tenant declared its product, do not allow this call.
+
+    `term` is the licence term (`mau`, or a restriction id such as `eu-multimodal`) and `clause`
+    names the clause of the licence or acceptable-use policy it rests on.
+    """
+
+    def __init__(self, message: str, *, tenant: str, model: str, term: str, clause: str) -> None:
+        self.tenant = tenant
+        self.model = model
+        self.term = term
+        self.clause = clause
+        super().__init__(message)
+
+
 class ResidencyViolation(BrokerError):
     """A route outside the tenant's allowed jurisdictions reached the guard in front of the adapter."""
 
 
 class BudgetExceeded(BrokerError):
-    """The tenant's budget blocks this call; raised before any provider is called."""
+    """A budget refuses this call (or a route of it); raised before that route's provider is called.
+
+    The figures of the limit that spoke: `spent_usd` (settled), `reserved_usd` (other calls' open
+    reservations), `estimate_usd` (this call's reservation), `limit_usd`, `period` (``month`` or
+    ``day``) and `scope` (``tenant:<id>``, ``group:<name>``, or either with ``/provider:<p>``).
+    """
 
     def __init__(
-        self, message: str, *, tenant: str, spent_usd: Decimal | None = None, limit_usd: Decimal | None = None
+        self, message: str, *, tenant: str, spent_usd: Decimal | None = None, limit_usd: Decimal | None = None,
+        reserved_usd: Decimal | None = None, estimate_usd: Decimal | None = None, period: str | None = None,
+        scope: str | None = None,
     ) -> None:
         self.tenant = tenant
         self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.estimate_usd = estimate_usd
         self.limit_usd = limit_usd
+        self.period = period
+        self.scope = scope
+        super().__init__(message)
+
+
+class RateLimited(BrokerError):
+    """A tenant or group rate limit refuses the call before any provider is called.
+
+    `retry_after` is how many seconds until the call would be admitted, `limit` names the limit
+    (`rpm` or `tpm`) and `scope` what it applies to (`tenant:<id>` or `group:<name>`).
+    """
+
+    def __init__(self, message: str, *, retry_after: float, limit: str, scope: str) -> None:
+        self.retry_after = retry_after
+        self.limit = limit
+        self.scope = scope
         super().__init__(message)
 
 
@@ -147,6 +207,10 @@ class CredentialsError(BrokerError):
 
 class MeteringError(BrokerError):
     """The usage ledger could not take a write; the events stay buffered for the next flush."""
+
+
+class ProvenanceError(BrokerError):
+    """A provenance signing key, certificate, trust list or record could not be read, or signing failed."""
 
 
 class AdapterBug(BrokerError):

@@ -23,17 +23,17 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from contextlib import aclosing, closing
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 from .adapter import Adapter
 from .attempts import UNUSABLE_ROUTE, Attempt, AttemptOutcomes, CallMeta
-from .call_hooks import CallHook, CallScope
+from .call_hooks import CallHook, CallScope, OutputFilter
 from .errors import BrokerError, NoEligibleRoute, ProviderError, ResidencyViolation
 from .health import CircuitBoard, LatencyTracker
 from .metering.events import UsageEvent
 from .policy.decision import Decision
 from .policy.schema import RetrySettings
-from .retry import RetryRule
+from .retry import RetryRule, RouteRetries
 from .routes import Route
 from .streaming import StreamAccumulator
 from .types import ChatRequest, ChatResponse, StreamEvent
@@ -72,6 +72,8 @@ class Executor:
     ) -> None:
         self.adapters = adapters
         self.hooks = tuple(hooks)
+        #: the tenant's output checks (guardrails), applied before the call's hooks close
+        self.output: OutputFilter | None = None
         self.circuits = circuits
         self.meter = meter
         self.retry = RetryRule(retry, circuits=circuits, sleep=sleep, asleep=asleep)
@@ -119,15 +121,16 @@ class Executor:
             return True
         return False
 
-    def _fail(self, watch: _Watch, attempt: Attempt, meta: CallMeta, request: ChatRequest, exc: BaseException,
-              acc: StreamAccumulator | None = None) -> NoReturn:
+    def _failed(self, watch: _Watch, attempt: Attempt, meta: CallMeta, request: ChatRequest, exc: BaseException,
+                acc: StreamAccumulator | None = None) -> BaseException:
+        """Meter a failed attempt; the error the retry rule judges (and the caller gets if it gives up)."""
         err, event = self.outcomes.failed(attempt, meta, request, exc, acc)
         self.meter.record(event)
         watch.attempted(attempt.route, event)
-        raise err from (exc if err is not exc else exc.__cause__)
+        return err
 
-    async def _afail(self, watch: _Watch, attempt: Attempt, meta: CallMeta, request: ChatRequest,
-                     exc: BaseException, acc: StreamAccumulator | None = None) -> NoReturn:
+    async def _afailed(self, watch: _Watch, attempt: Attempt, meta: CallMeta, request: ChatRequest,
+                       exc: BaseException, acc: StreamAccumulator | None = None) -> BaseException:
         err, event = self.outcomes.failed(attempt, meta, request, exc, acc)
         if isinstance(exc, Exception):
             await self._arecord(event)
@@ -135,7 +138,7 @@ class Executor:
         else:  # closing or cancelled: no awaiting now
             self.meter.record(event)
             watch.attempted(attempt.route, event)
-        raise err from (exc if err is not exc else exc.__cause__)
+        return err
 
     async def _arecord(self, event: UsageEvent) -> None:
         """Meter from async code: a durable commit runs off the event loop's thread."""
@@ -187,6 +190,8 @@ class Executor:
         watch = self._open(request, decision, meta)
         try:
             response = self._chat(decision, request, meta, watch)
+            if self.output is not None:
+                response = self.output.response(decision, request, meta, response)
         except BaseException as exc:
             watch.close(None, exc)
             raise
@@ -201,20 +206,26 @@ class Executor:
             adapter = self._claim(route, decision)
             if adapter is None:
                 continue
+            retries: RouteRetries | None = None  # made at the route's first failure
             try:
-                for retry_state in self.retry.retrying(route.id):
-                    with retry_state:
-                        number += 1
-                        attempt = Attempt(route, number, self.clock())
-                        try:
-                            response = adapter.chat(request)
-                            usage = self.outcomes.admit(attempt, request, response)
-                        except BaseException as exc:
-                            self._fail(watch, attempt, meta, request, exc)
-                        response, event = self.outcomes.succeeded(attempt, meta, request, response, usage, decision)
-                        self.meter.record(event)
-                        watch.attempted(route, event)
-                        return response
+                while True:
+                    number += 1
+                    attempt = Attempt(route, number, self.clock())
+                    try:
+                        response = adapter.chat(request)
+                        usage = self.outcomes.admit(attempt, request, response)
+                    except BaseException as exc:
+                        err = self._failed(watch, attempt, meta, request, exc)
+                        retries = retries or self.retry.on_failure(route.id)
+                        wait = retries.after(err)
+                        if wait is None:
+                            raise err from (exc if err is not exc else exc.__cause__)
+                        self.retry.sleep(wait)
+                        continue
+                    response, event = self.outcomes.succeeded(attempt, meta, request, response, usage, decision)
+                    self.meter.record(event)
+                    watch.attempted(route, event)
+                    return response
             except BrokerError as exc:
                 if not self._passed_over(exc, route, decision, None):
                     raise
@@ -225,7 +236,8 @@ class Executor:
         watch = self._open(request, decision, meta)
         response: ChatResponse | None = None
         try:
-            with closing(self._stream(decision, request, meta, watch)) as events:
+            with closing(self._stream(decision, request, meta, watch)) as raw:
+                events = raw if self.output is None else self.output.stream(decision, request, meta, raw)
                 for event in events:
                     response = event.response or response
                     yield event
@@ -245,26 +257,32 @@ class Executor:
             if adapter is None:
                 continue
             acc = StreamAccumulator()
+            retries: RouteRetries | None = None  # made at the route's first failure
             try:
-                for retry_state in self.retry.retrying(route.id, acc):
-                    with retry_state:
-                        number += 1
-                        attempt = Attempt(route, number, self.clock())
-                        acc.reset()
-                        try:
-                            with closing(adapter.stream(request)) as events:  # type: ignore[type-var]  # a generator
-                                for event in events:
-                                    if self._observe(attempt, acc, event):
-                                        yield _content_only(event)
-                            answer = acc.response(request)
-                            usage = self.outcomes.admit(attempt, request, answer)
-                        except BaseException as exc:
-                            self._fail(watch, attempt, meta, request, exc, acc)
-                        final, done = self.outcomes.succeeded(attempt, meta, request, answer, usage, decision)
-                        self.meter.record(done)
-                        watch.attempted(route, done)
-                        yield _final(final)
-                        return
+                while True:
+                    number += 1
+                    attempt = Attempt(route, number, self.clock())
+                    acc.reset()
+                    try:
+                        with closing(adapter.stream(request)) as events:  # type: ignore[type-var]  # a generator
+                            for event in events:
+                                if self._observe(attempt, acc, event):
+                                    yield _content_only(event)
+                        answer = acc.response(request)
+                        usage = self.outcomes.admit(attempt, request, answer)
+                    except BaseException as exc:
+                        err = self._failed(watch, attempt, meta, request, exc, acc)
+                        retries = retries or self.retry.on_failure(route.id, acc)
+                        wait = retries.after(err)
+                        if wait is None:
+                            raise err from (exc if err is not exc else exc.__cause__)
+                        self.retry.sleep(wait)
+                        continue
+                    final, done = self.outcomes.succeeded(attempt, meta, request, answer, usage, decision)
+                    self.meter.record(done)
+                    watch.attempted(route, done)
+                    yield _final(final)
+                    return
             except BrokerError as exc:
                 if not self._passed_over(exc, route, decision, acc):
                     raise
@@ -277,6 +295,8 @@ class Executor:
         watch = await self._aopen(request, decision, meta)
         try:
             response = await self._achat(decision, request, meta, watch)
+            if self.output is not None:
+                response = await self.output.aresponse(decision, request, meta, response)
         except BaseException as exc:
             await watch.aclose(None, exc)
             raise
@@ -291,20 +311,26 @@ class Executor:
             adapter = self._claim(route, decision)
             if adapter is None:
                 continue
+            retries: RouteRetries | None = None  # made at the route's first failure
             try:
-                async for retry_state in self.retry.aretrying(route.id):
-                    with retry_state:
-                        number += 1
-                        attempt = Attempt(route, number, self.clock())
-                        try:
-                            response = await adapter.achat(request)
-                            usage = self.outcomes.admit(attempt, request, response)
-                        except BaseException as exc:
-                            await self._afail(watch, attempt, meta, request, exc)
-                        response, event = self.outcomes.succeeded(attempt, meta, request, response, usage, decision)
-                        await self._arecord(event)
-                        await watch.aattempted(route, event)
-                        return response
+                while True:
+                    number += 1
+                    attempt = Attempt(route, number, self.clock())
+                    try:
+                        response = await adapter.achat(request)
+                        usage = self.outcomes.admit(attempt, request, response)
+                    except BaseException as exc:
+                        err = await self._afailed(watch, attempt, meta, request, exc)
+                        retries = retries or self.retry.on_failure(route.id)
+                        wait = retries.after(err)
+                        if wait is None:
+                            raise err from (exc if err is not exc else exc.__cause__)
+                        await self.retry.asleep(wait)
+                        continue
+                    response, event = self.outcomes.succeeded(attempt, meta, request, response, usage, decision)
+                    await self._arecord(event)
+                    await watch.aattempted(route, event)
+                    return response
             except BrokerError as exc:
                 if not self._passed_over(exc, route, decision, None):
                     raise
@@ -317,7 +343,8 @@ class Executor:
         watch = await self._aopen(request, decision, meta)
         response: ChatResponse | None = None
         try:
-            async with aclosing(self._astream(decision, request, meta, watch)) as events:
+            async with aclosing(self._astream(decision, request, meta, watch)) as raw:
+                events = raw if self.output is None else self.output.astream(decision, request, meta, raw)
                 async for event in events:
                     response = event.response or response
                     yield event
@@ -340,26 +367,32 @@ class Executor:
             if adapter is None:
                 continue
             acc = StreamAccumulator()
+            retries: RouteRetries | None = None  # made at the route's first failure
             try:
-                async for retry_state in self.retry.aretrying(route.id, acc):
-                    with retry_state:
-                        number += 1
-                        attempt = Attempt(route, number, self.clock())
-                        acc.reset()
-                        try:
-                            async with aclosing(adapter.astream(request)) as events:  # type: ignore[type-var]
-                                async for event in events:
-                                    if self._observe(attempt, acc, event):
-                                        yield _content_only(event)
-                            answer = acc.response(request)
-                            usage = self.outcomes.admit(attempt, request, answer)
-                        except BaseException as exc:
-                            await self._afail(watch, attempt, meta, request, exc, acc)
-                        final, done = self.outcomes.succeeded(attempt, meta, request, answer, usage, decision)
-                        await self._arecord(done)
-                        await watch.aattempted(route, done)
-                        yield _final(final)
-                        return
+                while True:
+                    number += 1
+                    attempt = Attempt(route, number, self.clock())
+                    acc.reset()
+                    try:
+                        async with aclosing(adapter.astream(request)) as events:  # type: ignore[type-var]
+                            async for event in events:
+                                if self._observe(attempt, acc, event):
+                                    yield _content_only(event)
+                        answer = acc.response(request)
+                        usage = self.outcomes.admit(attempt, request, answer)
+                    except BaseException as exc:
+                        err = await self._afailed(watch, attempt, meta, request, exc, acc)
+                        retries = retries or self.retry.on_failure(route.id, acc)
+                        wait = retries.after(err)
+                        if wait is None:
+                            raise err from (exc if err is not exc else exc.__cause__)
+                        await self.retry.asleep(wait)
+                        continue
+                    final, done = self.outcomes.succeeded(attempt, meta, request, answer, usage, decision)
+                    await self._arecord(done)
+                    await watch.aattempted(route, done)
+                    yield _final(final)
+                    return
             except BrokerError as exc:
                 if not self._passed_over(exc, route, decision, acc):
                     raise

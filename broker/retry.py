@@ -14,6 +14,10 @@ The wait (`WaitForHint`) is the provider's own hint when it sent one, else expon
 with full jitter.  Predicates only read; the one side effect, spending a budget token, is
 tenacity's `before_sleep`, which runs only once a retry is certain.
 
+A call that succeeds at once pays for none of this: the executor makes a route's
+`RouteRetries` at its first failure, and that drives the same tenacity strategies, in
+tenacity's own order (retry?, wait, stop?, before_sleep), for the rest of the route's attempts.
+
 The retry budget per route keeps a failing provider from multiplying load, in the spirit of
 the AWS SDK's retry quota: each retry spends a token, each success earns back `ratio` of one,
 and with the bucket empty the executor fails over instead of retrying.  Two calls may both
@@ -29,6 +33,7 @@ from typing import Protocol
 
 from tenacity import (
     AsyncRetrying,
+    BaseRetrying,
     RetryCallState,
     Retrying,
     retry_base,
@@ -41,7 +46,7 @@ from .errors import ProviderError
 from .health import CircuitBoard
 from .policy.schema import RetrySettings
 
-__all__ = ["RetryBudget", "RetryRule", "WaitForHint"]
+__all__ = ["RetryBudget", "RetryRule", "RouteRetries", "WaitForHint"]
 
 
 class _Delivers(Protocol):
@@ -177,6 +182,10 @@ class RetryRule:
             rule = retry_if_nothing_delivered(stream) & rule
         return rule, spend
 
+    def on_failure(self, route_id: str, stream: _Delivers | None = None) -> RouteRetries:
+        """The retry state of a route whose first attempt in a call has just failed."""
+        return RouteRetries(self.retrying(route_id, stream))
+
     def retrying(self, route_id: str, stream: _Delivers | None = None) -> Retrying:
         rule, spend = self._rule(route_id, stream)
         return Retrying(stop=self.stop, wait=self.wait, retry=rule, before_sleep=spend, sleep=self.sleep, reraise=True)
@@ -185,3 +194,29 @@ class RetryRule:
         rule, spend = self._rule(route_id, stream)
         return AsyncRetrying(stop=self.stop, wait=self.wait, retry=rule, before_sleep=spend, sleep=self.asleep,
                              reraise=True)
+
+
+class RouteRetries:
+    """The retry state of one route of one call, made when an attempt on it first fails."""
+
+    __slots__ = ("retrying", "state")
+
+    def __init__(self, retrying: BaseRetrying) -> None:
+        self.retrying = retrying
+        self.state = RetryCallState(retrying, fn=None, args=(), kwargs={})
+
+    def after(self, exc: BaseException) -> float | None:
+        """The wait before trying the route again after `exc`, or None when the rule says give up
+        (the caller then raises `exc`).  Spends the route's retry token when it says retry."""
+        state, retrying = self.state, self.retrying
+        state.set_exception((type(exc), exc, exc.__traceback__))
+        if not retrying.retry(state):
+            return None
+        state.upcoming_sleep = wait = float(retrying.wait(state)) if retrying.wait else 0.0
+        if retrying.stop(state):
+            return None
+        state.idle_for += wait
+        if retrying.before_sleep is not None:
+            retrying.before_sleep(state)
+        state.prepare_for_next_attempt()
+        return wait

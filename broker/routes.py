@@ -147,7 +147,7 @@ class RouteOptions(BaseModel):
     `check` at load, and `policy validate` reports `notes` and unset `env_refs`.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
 
     stream_fallback: bool = True
     """A route that cannot stream may answer a stream request with one whole answer."""
@@ -217,6 +217,10 @@ class Route(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     expected_output_tokens: int = Field(default=256, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    """The provider's requests-per-minute quota for this route (its account, model and region), if known."""
+    tpm: int | None = Field(default=None, gt=0)
+    """The provider's tokens-per-minute quota for this route, if known."""
     options: SerializeAsAny[RouteOptions] = Field(default_factory=RouteOptions)
 
     @property

@@ -298,6 +298,8 @@ class ChatResponse:
     attempts: int = 1
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    #: the signed provenance record (`broker.provenance.SignedRecord`) when the policy turns it on
+    provenance: Any = None
 
     @property
     def message(self) -> dict[str, Any]:

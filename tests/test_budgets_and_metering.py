@@ -72,18 +72,24 @@ def test_last_months_spend_does_not_count(ledger_url: str, local_emulator: OpenA
         assert broker.chat(model="llama-3.3-70b", messages=MSG, tenant="acme").route.id == "big"
 
 
-def test_running_total_blocks_without_a_query_per_call(ledger_url: str, local_emulator: OpenAICompatEmulator) -> None:
-    # each call costs about 3e-5 USD; a budget of 1e-4 allows a few calls, then blocks
-    policy = budget_policy(local_emulator, ledger_url, {"monthly_usd": "0.0001", "on_exceed": "block"})
+def test_block_refuses_the_call_that_could_pass_the_limit(ledger_url: str, local_emulator: OpenAICompatEmulator) -> None:
+    # each call costs about 3e-5 USD and reserves its upper bound (about 7e-5): a budget of 2e-4
+    # lets calls through while settled spend + that bound fits, then refuses, never overspending
+    policy = budget_policy(local_emulator, ledger_url, {"monthly_usd": "0.0002", "on_exceed": "block"})
     with Broker.from_policy(policy, now=lambda: NOW) as broker:
         made = 0
-        with pytest.raises(BudgetExceeded):
+        with pytest.raises(BudgetExceeded) as info:
             for _ in range(50):
                 broker.chat(model="llama-3.3-70b", messages=MSG, tenant="acme", max_tokens=20)
                 made += 1
+        broker.meter.flush()
         spent = broker.meter.month_to_date("acme", NOW)
-    assert 0 < made < 50
-    assert spent >= Decimal("0.0001") - Decimal("0.00004")
+    refused = info.value
+    assert 1 < made < 50
+    assert spent <= Decimal("0.0002") and refused.spent_usd == spent
+    assert (refused.limit_usd, refused.period, refused.scope, refused.reserved_usd) == (
+        Decimal("0.0002"), "month", "tenant:acme", Decimal(0))
+    assert refused.estimate_usd is not None and spent + refused.estimate_usd > Decimal("0.0002")
 
 
 def test_downgrade_moves_the_tenant_to_its_cheaper_model(ledger_url: str, local_emulator: OpenAICompatEmulator) -> None:

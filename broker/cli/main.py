@@ -1,4 +1,4 @@
-"""`llama-broker`: chat, route --explain, demo, policy validate/show, report.
+"""`llama-broker`: chat, route --explain, demo, policy validate/show, report, serve.
 
 Every `BrokerError` that reaches the command line is handled in one place (`BrokerGroup`):
 one line on stderr, ``error: <kind>: <message>``, and exit status 2 when the user's input
@@ -18,9 +18,13 @@ from typer.core import TyperGroup
 
 from broker.errors import BrokerError, InvalidRequest, PolicyError, UnknownTenant
 
+from .audit_cmd import audit_app
+from .catalog_cmd import catalog
 from .demo import demo
 from .policy_cmd import policy_app
+from .provenance_cmd import provenance_app
 from .report_cmd import report
+from .serve_cmd import serve
 
 __all__ = ["BrokerGroup", "app", "error_line", "main"]
 
@@ -54,8 +58,12 @@ app = typer.Typer(
     cls=BrokerGroup,
 )
 app.add_typer(policy_app, name="policy", help="Validate and inspect policy files.")
+app.add_typer(provenance_app, name="provenance", help="Verify the signed provenance record of an answer.")
+app.add_typer(audit_app, name="audit", help="Stored decisions, and the residency audit of every event.")
 app.command("report", help="Cost report from the usage ledger.")(report)
+app.command("catalog", help="Models x providers x regions: prices, licences, end-of-life dates.")(catalog)
 app.command("demo", help="Run calls for three tenants against loopback emulators of all five providers.")(demo)
+app.command("serve", help="Serve an OpenAI-compatible HTTP gateway over the broker.")(serve)
 
 PolicyOpt = typer.Option(None, "--policy", "-p", help="Policy file (default: the embedded default).")
 

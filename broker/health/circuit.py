@@ -3,6 +3,9 @@
 Closed: calls flow; failures inside `window_s` are counted.  At `failure_threshold` the
 circuit opens: the route is removed by the health filter.  After `cooldown_s` it goes
 half-open: one probe call is let through; success closes it, failure opens it again.
+
+The board keeps the set of routes whose circuit is not closed (`troubled`): while it is empty,
+as it is almost always, every route is healthy and a decision asks nothing per route.
 """
 
 from __future__ import annotations
@@ -47,7 +50,18 @@ class CircuitBoard:
         self.cooldown_s = cooldown_s
         self.clock = clock
         self._circuits: dict[str, _Circuit] = {}
+        self._not_closed: set[str] = set()
         self._lock = threading.Lock()
+
+    @property
+    def troubled(self) -> bool:
+        """Whether any circuit is open or half-open (else every route is allowed)."""
+        return bool(self._not_closed)
+
+    def not_closed(self) -> frozenset[str]:
+        """The route ids whose circuit is open or half-open now."""
+        with self._lock:
+            return frozenset(self._not_closed)
 
     def _get(self, route_id: str) -> _Circuit:
         c = self._circuits.get(route_id)
@@ -65,6 +79,8 @@ class CircuitBoard:
 
     def allows(self, route_id: str) -> bool:
         """Whether a call may go to the route now; a half-open circuit admits one probe at a time."""
+        if route_id not in self._not_closed:
+            return True
         state = self.state(route_id)
         if state is CircuitState.CLOSED:
             return True
@@ -75,6 +91,8 @@ class CircuitBoard:
 
     def begin(self, route_id: str) -> bool:
         """Claim the right to call; for a half-open circuit only the first caller gets the probe."""
+        if route_id not in self._not_closed:
+            return True
         state = self.state(route_id)
         if state is CircuitState.CLOSED:
             return True
@@ -89,14 +107,19 @@ class CircuitBoard:
 
     def release(self, route_id: str) -> None:
         """Give back a half-open probe that ended without a verdict (cancelled, misconfigured)."""
+        if route_id not in self._not_closed:
+            return
         with self._lock:
             self._get(route_id).probing = False
 
     def success(self, route_id: str) -> None:
         with self._lock:
-            c = self._get(route_id)
+            c = self._circuits.get(route_id)
+            if c is None:
+                return  # never failed: closed, nothing counted
             c.state, c.probing = CircuitState.CLOSED, False
             c.failures.clear()
+            self._not_closed.discard(route_id)
 
     def failure(self, route_id: str) -> None:
         now = self.clock()
@@ -104,6 +127,7 @@ class CircuitBoard:
             c = self._get(route_id)
             if c.state is CircuitState.HALF_OPEN:
                 c.state, c.opened_at, c.probing = CircuitState.OPEN, now, False
+                self._not_closed.add(route_id)
                 return
             c.failures.append(now)
             while c.failures and now - c.failures[0] > self.window_s:
@@ -111,3 +135,4 @@ class CircuitBoard:
             if len(c.failures) >= self.failure_threshold:
                 c.state, c.opened_at = CircuitState.OPEN, now
                 c.failures.clear()
+                self._not_closed.add(route_id)

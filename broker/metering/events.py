@@ -20,7 +20,10 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Literal
 
-__all__ = ["UsageEvent", "event_from_json", "event_to_json", "new_event_id"]
+__all__ = ["UsageEvent", "event_from_json", "event_to_json", "new_event_id", "tags_json", "utc_text"]
+
+_TAGS_CACHE_SIZE = 4096
+_tags_cache: dict[tuple[tuple[str, str], ...], str] = {}
 
 
 def new_event_id() -> str:
@@ -35,6 +38,12 @@ class UsageEvent:
     The ledger is idempotent by `event_id`: writing the same event twice counts it once.
     `timestamp` must be timezone-aware; it is stored in UTC.  `prompt_text` and
     `completion_text` stay `None` unless the tenant's policy opts in to storing them.
+
+    `needs` is what the request asked of a route, as compact JSON with sorted keys (tools,
+    vision, json, stream, max_tokens; never text), kept for replay.  `decision_id` links the
+    event to the routing decision stored by the audit trail.  `energy_j` (joules) and
+    `energy_attributed` (whether the figure is a share of a measured total) are `None` where
+    no energy figure is known.
     """
 
     event_id: str
@@ -62,6 +71,12 @@ class UsageEvent:
     policy_version: str
     prompt_text: str | None = None
     completion_text: str | None = None
+    needs: str | None = None
+    decision_id: str | None = None
+    energy_j: float | None = None
+    energy_attributed: bool | None = None
+    #: the provider's wait hint (seconds) on a throttled attempt; not stored in the ledger
+    retry_after_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is None or self.timestamp.utcoffset() is None:
@@ -82,6 +97,31 @@ class UsageEvent:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(UsageEvent))
+
+
+def tags_json(tags: Mapping[str, str]) -> str:
+    """The tags as compact JSON with sorted keys, as the ledgers store them.
+
+    Most events of a tenant carry the same few tag sets, so the text is cached by the tags'
+    items (a snapshot, not the mapping object, so a mapping changed after use is not served
+    stale text); the cache is bounded and starts over when full.
+    """
+    if not tags:
+        return "{}"
+    key = tuple(tags.items())
+    text = _tags_cache.get(key)
+    if text is None:
+        if len(_tags_cache) >= _TAGS_CACHE_SIZE:
+            _tags_cache.clear()
+        text = _tags_cache[key] = json.dumps(dict(tags), sort_keys=True, separators=(",", ":"))
+    return text
+
+
+def utc_text(moment: datetime) -> str:
+    """`moment` in UTC as ``2025-01-31T23:59:59.000000Z`` (what `strftime` would give, at a fraction of its cost)."""
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def event_to_json(event: UsageEvent) -> dict[str, Any]:

@@ -48,6 +48,11 @@ __all__ = ["PostgresLedger"]
 log = logging.getLogger("llama_broker.metering")
 
 _SCHEMA_LOCK_KEY = 0x6C6C616D61  # "llama": the advisory lock taken while creating the schema
+#: v1: the first table (no version recorded); v2 added needs, decision_id, energy_j, energy_attributed
+SCHEMA_VERSION = 2
+_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS ledger_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+)
 
 _SCHEMA = (
     """
@@ -76,9 +81,18 @@ _SCHEMA = (
         ts                  TIMESTAMPTZ NOT NULL,
         policy_version      TEXT NOT NULL,
         prompt_text         TEXT,
-        completion_text     TEXT
+        completion_text     TEXT,
+        needs               TEXT,
+        decision_id         TEXT,
+        energy_j            DOUBLE PRECISION,
+        energy_attributed   BOOLEAN
     )
     """,
+    # a table made by an older broker gains the columns added since (v2)
+    "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS needs TEXT",
+    "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS decision_id TEXT",
+    "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS energy_j DOUBLE PRECISION",
+    "ALTER TABLE usage_events ADD COLUMN IF NOT EXISTS energy_attributed BOOLEAN",
     "CREATE INDEX IF NOT EXISTS usage_events_tenant_ts ON usage_events (tenant, ts)",
     "CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts)",
     """
@@ -95,10 +109,10 @@ _COLUMNS = (
     "event_id, request_id, attempt, tenant, tags, model, provider, region, jurisdiction, model_id, "
     "route_id, input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost_usd, "
     "price_version, latency_ms, ttft_ms, status, error_kind, ts, policy_version, prompt_text, "
-    "completion_text"
+    "completion_text, needs, decision_id, energy_j, energy_attributed"
 )
 _INSERT = (
-    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 25)}) "
+    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 29)}) "
     "ON CONFLICT (event_id) DO NOTHING"
 )
 _INSERT_DEAD = (
@@ -108,7 +122,9 @@ _INSERT_DEAD = (
 _METRICS_SQL = (
     "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cost_usd), "
     "COUNT(*) FILTER (WHERE cost_usd IS NULL), COUNT(*) FILTER (WHERE usage_estimated), "
-    "COUNT(*) FILTER (WHERE status = 'error')"
+    "COUNT(*) FILTER (WHERE status = 'error'), "
+    # energy: joules measured, and the output tokens of the events that have a figure
+    "SUM(energy_j), SUM(output_tokens) FILTER (WHERE energy_j IS NOT NULL)"
 )
 
 
@@ -179,6 +195,10 @@ def _row(e: UsageEvent, jsonb: Any) -> tuple[Any, ...]:
         e.policy_version,
         e.prompt_text,
         e.completion_text,
+        e.needs,
+        e.decision_id,
+        e.energy_j,
+        e.energy_attributed,
     )
 
 
@@ -203,11 +223,28 @@ class PostgresLedger:
             try:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
+                    self._migrate(conn)
             except BaseException:
                 self.close()
                 raise
+
+    def _migrate(self, conn: Any) -> None:
+        """Create the schema, or bring an older one up to `SCHEMA_VERSION` (under the advisory lock)."""
+        conn.execute(_VERSION_TABLE)
+        row = conn.execute("SELECT version FROM ledger_schema WHERE id = 1").fetchone()
+        version = 1 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise MeteringError(
+                f"the PostgreSQL ledger at {_where(self.url)} has schema v{version}; "
+                f"this broker knows v{SCHEMA_VERSION}"
+            )
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO ledger_schema (id, version) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
+            (SCHEMA_VERSION,),
+        )
 
     @staticmethod
     def _url_password(url: str) -> str | None:
@@ -349,6 +386,9 @@ class PostgresLedger:
                 estimated_calls=int(estimated),
                 error_calls=int(errors),
             )
+            energy, energy_tokens = r[n + 8 : n + 10]
+            row["energy_j"] = None if energy is None else float(energy)
+            row["energy_output_tokens"] = int(energy_tokens or 0)
             out.append(row)
         return out
 

@@ -18,6 +18,7 @@ __all__ = [
     "COST_SCALE",
     "DIMENSIONS",
     "METRIC_KEYS",
+    "RATE_KEYS",
     "Dimension",
     "ReportFilters",
     "filter_equalities",
@@ -25,6 +26,7 @@ __all__ = [
     "tags_label",
     "tidy_decimal",
     "to_picousd",
+    "unit_rates",
     "utc",
 ]
 
@@ -64,7 +66,7 @@ class ReportFilters(BaseModel):
     `since` is inclusive and `until` exclusive; naive datetimes are taken as UTC.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     tenant: str | None = None
     since: datetime | None = None
@@ -161,3 +163,31 @@ def tidy_decimal(value: Decimal) -> Decimal:
     if not isinstance(exponent, int) or exponent <= 0:  # a str exponent: NaN or infinity, kept as is
         return normal
     return normal.quantize(Decimal(1), context=_EXACT)
+
+
+#: Columns `unit_rates` derives from a row's metrics.
+RATE_KEYS = ("energy_j", "usd_per_mtok", "tokens_per_joule")
+
+
+def unit_rates(row: dict[str, Any]) -> dict[str, Any]:
+    """$ per million tokens and tokens per joule of an aggregated row, where known.
+
+    ``usd_per_mtok``: the cost over input plus output tokens, only when every call of the row
+    had a known price (`None` otherwise: an unknown price is never taken as $0).
+    ``tokens_per_joule``: output tokens over joules, counting only the events with an energy
+    figure (`None` when none has one).  ``energy_j``: the joules measured, rounded to mJ.
+    """
+    tokens = int(row.get("input_tokens") or 0) + int(row.get("output_tokens") or 0)
+    cost = row.get("cost_usd")
+    usd = None
+    if cost is not None and tokens and not row.get("unknown_cost_calls"):
+        usd = tidy_decimal((Decimal(cost) * 1_000_000 / tokens).quantize(Decimal("0.000001"), context=_EXACT))
+    joules = row.get("energy_j")
+    per_joule = None
+    if joules:
+        per_joule = round(int(row.get("energy_output_tokens") or 0) / float(joules), 4)
+    return {
+        "energy_j": None if joules is None else round(float(joules), 3),
+        "usd_per_mtok": usd,
+        "tokens_per_joule": per_joule,
+    }

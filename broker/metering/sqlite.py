@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.errors import MeteringError
 from broker.metering.deadletter import DeadLetter, isolate, log_refused, reason_of, screen, spill_dead_letters
-from broker.metering.events import UsageEvent
+from broker.metering.events import UsageEvent, tags_json, utc_text
 from broker.metering.paths import data_dir
 from broker.metering.query import (
     Dimension,
@@ -50,7 +50,7 @@ __all__ = ["SQLiteLedger"]
 
 log = logging.getLogger("llama_broker.metering")
 
-SCHEMA_VERSION = 2  # v2 added usage_dead_letter
+SCHEMA_VERSION = 3  # v2 added usage_dead_letter; v3 needs, decision_id, energy_j, energy_attributed
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _SCHEMA = (
@@ -80,7 +80,11 @@ _SCHEMA = (
         ts                  TEXT NOT NULL,
         policy_version      TEXT NOT NULL,
         prompt_text         TEXT,
-        completion_text     TEXT
+        completion_text     TEXT,
+        needs               TEXT,
+        decision_id         TEXT,
+        energy_j            REAL,
+        energy_attributed   INTEGER
     )
     """,
     "CREATE INDEX IF NOT EXISTS usage_events_tenant_ts ON usage_events (tenant, ts)",
@@ -99,10 +103,18 @@ _COLUMNS = (
     "event_id, request_id, attempt, tenant, tags, model, provider, region, jurisdiction, model_id, "
     "route_id, input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost_picousd, "
     "price_version, latency_ms, ttft_ms, status, error_kind, ts, policy_version, prompt_text, "
-    "completion_text"
+    "completion_text, needs, decision_id, energy_j, energy_attributed"
 )
 _INSERT = (
-    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) ON CONFLICT(event_id) DO NOTHING"
+    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join('?' * 29)}) ON CONFLICT(event_id) DO NOTHING"
+)
+
+#: Columns added to `usage_events` after v1, with their types: a v1 or v2 file gains them on open.
+_ADDED_COLUMNS = (
+    ("needs", "TEXT"),
+    ("decision_id", "TEXT"),
+    ("energy_j", "REAL"),
+    ("energy_attributed", "INTEGER"),
 )
 
 _INSERT_DEAD = (
@@ -113,7 +125,9 @@ _INSERT_DEAD = (
 _METRICS_SQL = (
     "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), "
     "SUM(cost_picousd / 1000000), SUM(cost_picousd % 1000000), "
-    "SUM(cost_picousd IS NULL), SUM(usage_estimated), SUM(status = 'error')"
+    "SUM(cost_picousd IS NULL), SUM(usage_estimated), SUM(status = 'error'), "
+    # energy: joules measured, and the output tokens of the events that have a figure
+    "SUM(energy_j), SUM(CASE WHEN energy_j IS NOT NULL THEN output_tokens END)"
 )
 
 
@@ -128,7 +142,8 @@ def _refused(exc: BaseException) -> bool:
 
 
 def ts_text(value: datetime) -> str:
-    return utc(value).strftime(_TS_FORMAT)
+    """UTC text in the stored format (naive values are taken to be UTC)."""
+    return utc_text(utc(value))
 
 
 def _row(e: UsageEvent) -> tuple[Any, ...]:
@@ -137,7 +152,7 @@ def _row(e: UsageEvent) -> tuple[Any, ...]:
         e.request_id,
         e.attempt,
         e.tenant,
-        json.dumps(dict(e.tags), sort_keys=True, separators=(",", ":")) if e.tags else "{}",
+        tags_json(e.tags),
         e.model,
         e.provider,
         e.region,
@@ -154,10 +169,14 @@ def _row(e: UsageEvent) -> tuple[Any, ...]:
         e.ttft_ms,
         e.status,
         e.error_kind,
-        ts_text(e.timestamp),
+        utc_text(e.timestamp),
         e.policy_version,
         e.prompt_text,
         e.completion_text,
+        e.needs,
+        e.decision_id,
+        e.energy_j,
+        None if e.energy_attributed is None else int(e.energy_attributed),
     )
 
 
@@ -232,6 +251,10 @@ class SQLiteLedger:
             try:
                 for statement in _SCHEMA:
                     db.execute(statement)
+                present = {row[1] for row in db.execute("PRAGMA table_info(usage_events)")}
+                for column, kind in _ADDED_COLUMNS:  # an older file: CREATE ... IF NOT EXISTS kept its table
+                    if column not in present:
+                        db.execute(f"ALTER TABLE usage_events ADD COLUMN {column} {kind}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
@@ -377,6 +400,7 @@ class SQLiteLedger:
             estimated_calls=estimated or 0,
             error_calls=errors or 0,
         )
+        row["energy_j"], row["energy_output_tokens"] = r[n + 9], r[n + 10] or 0
         return row
 
     def count(self) -> int:

@@ -50,7 +50,7 @@ class ModelInfo:
 class CatalogEntry(BaseModel):
     """One deployment a provider offers: a (provider, model, region) with its model id and facts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     provider: str
     model: str

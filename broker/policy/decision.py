@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -54,31 +55,86 @@ class RouteFailure:
         return f"{type(self.error).__name__}: {self.error}"
 
 
-@dataclass(frozen=True)
 class Decision:
     """Where a call may go, in order, and why.  `routes` is the ranked list the executor tries.
 
     `tenant` is the name the call gave (the one metered); `rules_tenant` the tenant whose
     rules applied: the same name, or `default` for a name the policy does not have when the
     policy says `unknown_tenants: default`.
+
+    `candidates`, the explanation (every route considered, the filter that removed it or its
+    score and rank), is built in full the first time it is read, from the figures the decision
+    was made with; the router gives `explain` for that and `routes` ready-made.  Given
+    `candidates` instead, `routes` is their ranked eligible routes.
     """
+
+    __slots__ = (
+        "_candidates", "_explain", "downgraded_from", "failures", "guardrails", "model", "objective", "routes",
+        "rules_tenant", "spread", "tenant", "tenant_policy", "warnings",
+    )
 
     tenant: str
     model: str
     objective: str
-    candidates: tuple[Candidate, ...]
-    tenant_policy: TenantPolicy = field(repr=False, compare=False)
-    warnings: tuple[str, ...] = ()
-    downgraded_from: str | None = None
-    rules_tenant: str = ""
-    failures: tuple[RouteFailure, ...] = field(default=(), compare=False)
-    routes: tuple[Route, ...] = field(init=False)
+    tenant_policy: TenantPolicy
+    warnings: tuple[str, ...]
+    downgraded_from: str | None
+    rules_tenant: str
+    #: why the first route was picked when the tenant spreads its calls (`broker/limits/spreading.py`)
+    spread: str | None
+    failures: tuple[RouteFailure, ...]
+    #: what the tenant's guardrails did to the call (`broker/guardrails`): every outcome but a plain pass
+    guardrails: tuple[Any, ...]
+    routes: tuple[Route, ...]
 
-    def __post_init__(self) -> None:
-        ranked = sorted((c for c in self.candidates if c.eligible), key=lambda c: c.rank or 0)
-        object.__setattr__(self, "routes", tuple(c.route for c in ranked))
-        if not self.rules_tenant:
-            object.__setattr__(self, "rules_tenant", self.tenant)
+    def __init__(
+        self,
+        tenant: str,
+        model: str,
+        objective: str,
+        candidates: tuple[Candidate, ...] | None = None,
+        tenant_policy: TenantPolicy | None = None,
+        warnings: tuple[str, ...] = (),
+        downgraded_from: str | None = None,
+        rules_tenant: str = "",
+        spread: str | None = None,
+        failures: tuple[RouteFailure, ...] = (),
+        *,
+        routes: tuple[Route, ...] | None = None,
+        explain: Callable[[Decision], tuple[Candidate, ...]] | None = None,
+    ) -> None:
+        if tenant_policy is None:
+            raise TypeError("Decision needs the tenant_policy it was decided under")
+        self.tenant, self.model, self.objective, self.tenant_policy = tenant, model, objective, tenant_policy
+        self.warnings, self.downgraded_from, self.spread, self.failures = warnings, downgraded_from, spread, failures
+        self.rules_tenant = rules_tenant or tenant
+        self.guardrails = ()
+        self._candidates = candidates
+        self._explain = explain
+        if candidates is not None:
+            ranked = sorted((c for c in candidates if c.eligible), key=lambda c: c.rank or 0)
+            self.routes = tuple(c.route for c in ranked)
+        elif routes is not None and explain is not None:
+            self.routes = routes
+        else:
+            raise TypeError("Decision needs candidates, or routes and explain")
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        """Every route considered, in policy order: why it was removed, or its score and rank."""
+        found = self._candidates
+        if found is None:
+            assert self._explain is not None
+            found = self._candidates = tuple(self._explain(self))
+        return found
+
+    def __repr__(self) -> str:
+        return (f"Decision(tenant={self.tenant!r}, model={self.model!r}, objective={self.objective!r}, "
+                f"routes={[r.id for r in self.routes]!r})")
+
+    def record_guardrail(self, outcome: Any) -> None:
+        """Note what a guardrail did (a `broker.guardrails.GuardOutcome`)."""
+        self.guardrails = (*self.guardrails, outcome)
 
     def add_warning(self, note: str) -> None:
         """Note something the call should know that does not stop it (a licence term on `warn`)."""
@@ -106,7 +162,10 @@ class Decision:
             "downgraded_from": self.downgraded_from,
             "allowed_jurisdictions": self.allowed_jurisdictions,
             "warnings": list(self.warnings),
+            "spread": self.spread,
             "failures": [{"route": f.route_id, "reason": f.reason} for f in self.failures],
+            "guardrails": [{"check": g.check, "stage": g.stage, "action": g.action, "reason": g.reason,
+                            "categories": list(g.categories)} for g in self.guardrails],
             "candidates": [
                 {
                     "route": c.route.id,
@@ -148,6 +207,8 @@ class Decision:
                 lines.append(f"       ! {w}")
         for f in self.failures:
             lines.append(f"  x {f.route_id} could not be used: {f.reason}")
+        if self.spread:
+            lines.append(f"  = {self.spread}")
         for w in self.warnings:
             lines.append(f"  ! {w}")
         return "\n".join(lines)

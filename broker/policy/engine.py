@@ -10,6 +10,12 @@ default`, served under the `default` tenant's rules: the decision keeps the name
 applied; the first call under each such name logs a warning.
 
 Budgets act before any route is considered (the rule is `broker/policy/budget.py`).
+
+The decision is compiled (`broker/policy/compiled.py`): what depends only on the tenant, the
+model and the day is worked out once, and a call looks only at what changes.  The explanation
+(`Decision.candidates`, `explain()`, `to_dict()`) runs the filters of `filters.py` in order on
+every route when it is first read, on the figures the call was decided with, so it says what
+an eager decision would have said.
 """
 
 from __future__ import annotations
@@ -17,18 +23,24 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING
 
 from broker.errors import BudgetExceeded, NoEligibleRoute
 from broker.health import CircuitBoard, LatencyTracker
+from broker.health.latency import LatencySnapshot
+from broker.limits.spreading import spread
 from broker.routes import Route
 from broker.types import ChatRequest
 
-from .budget import SpendSource, check_budget
+from .budget import BudgetSource, SpendSource, check_budget
+from .compiled import HealthSnapshot, Plan, PlanEntry, Survivors, health_now, survivors
 from .decision import Candidate, Decision
-from .filters import FILTERS, CallContext, stream_replayed
-from .ranking import rank
+from .filters import FILTERS, CallContext, needs_of, stream_replayed
+from .ranking import order, rank
 from .schema import TenantPolicy
 
 if TYPE_CHECKING:
@@ -37,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["Router"]
 
 log = logging.getLogger("llama_broker.policy")
-_EOL_WARNING_DAYS = 90
 _MAX_WARNED_NAMES = 10_000  # names warned about once each; past this many, no more are remembered
 
 
@@ -50,7 +61,7 @@ class Router:
         *,
         latency: LatencyTracker,
         circuits: CircuitBoard,
-        spend: SpendSource | None = None,
+        spend: BudgetSource | SpendSource | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         self.policy = policy
@@ -61,9 +72,12 @@ class Router:
         self._by_model: dict[str, tuple[Route, ...]] = {}
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
+        self._plans: dict[tuple[str, str], Plan] = {}  # (rules tenant, model) -> plan, for `_plans_day`
+        self._plans_day: dt.date | None = None
         for route in policy.routes:
             self._by_model.setdefault(route.model, ())
             self._by_model[route.model] += (route,)
+        self._entries = {model: tuple(PlanEntry(r) for r in routes) for model, routes in self._by_model.items()}
 
     # ------------------------------------------------------------------ decide
 
@@ -76,39 +90,106 @@ class Router:
         if not tenant.allows_model(model):
             raise NoEligibleRoute(f"tenant {tenant_name!r} may not use model {model!r}")
         now = self.now()
-        budget = check_budget(tenant, model, now, tenant_name, self.spend, self.policy.resolve_model)
+        budget = check_budget(tenant, model, now, tenant_name, self.spend, self.policy.resolve_model,
+                              request, self._by_model.get)
         model = budget.model
         routes = self._by_model.get(model, ())
         if not routes:
             raise NoEligibleRoute(f"the policy has no route serving model {model!r}")
 
-        expected_out = request.max_tokens
-        ctx = CallContext(
-            request=request,
+        today = now.date()
+        plan = self._plan(tenant, model, today)
+        health = health_now(self.circuits)
+        latency = self.latency.snapshot()
+        estimated_in = request.estimated_input_tokens()
+        kept = survivors(
+            plan.for_needs(needs_of(request, stream)),
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            input_tokens=estimated_in,
+            health=health,
+            latency=latency.published,
             tenant=tenant,
-            stream=stream,
-            today=now.date(),
-            estimated_input_tokens=request.estimated_input_tokens(),
-            expected_output_tokens=lambda r: expected_out or r.expected_output_tokens,
-            latency=self.latency,
-            circuits=self.circuits,
             budget_remaining_usd=budget.remaining,
         )
-        candidates = [self._judge(route, ctx) for route in routes]
-        candidates = rank(candidates, tenant.objective, tenant.weights)
+        best, scores = order(kept.costs, kept.latencies, kept.ids, tenant.objective, tenant.weights)
+        # after ranking: spreading may move a near-best route to the front
+        ranked, spread_note = self._spread(kept, best, scores, tenant, request)
         decision = Decision(
             tenant=tenant_name,
             rules_tenant=tenant.name,
             model=model,
             objective=tenant.objective,
-            candidates=tuple(candidates),
             tenant_policy=tenant,
             warnings=budget.warnings,
             downgraded_from=budget.downgraded_from,
+            spread=spread_note,
+            routes=ranked,
+            explain=partial(
+                self._explain, routes, request, tenant, stream, today, estimated_in, latency, health,
+                budget.remaining,
+            ),
         )
-        if not decision.routes:
+        if not ranked:
             self._refuse(decision, tenant)
         return decision
+
+    def _plan(self, tenant: TenantPolicy, model: str, today: dt.date) -> Plan:
+        """The compiled routes of `model` for `tenant`'s rules today (recompiled when the day changes)."""
+        if today != self._plans_day:
+            self._plans, self._plans_day = {}, today
+        key = (tenant.name, model)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = Plan(self._entries[model], tenant, today)
+        return plan
+
+    @staticmethod
+    def _spread(
+        kept: Survivors, best: list[int], scores: Sequence[float], tenant: TenantPolicy, request: ChatRequest
+    ) -> tuple[tuple[Route, ...], str | None]:
+        """The routes in the order they are tried, and the spread note (None: not spread)."""
+        if tenant.spread is None or len(best) < 2:
+            return tuple(kept.entries[i].route for i in best), None
+        ranked = [
+            Candidate(kept.entries[i].route, predicted_latency_ms=kept.latencies[i], score=scores[i], rank=pos + 1)
+            for pos, i in enumerate(best)
+        ]
+        spread_out, note = spread(ranked, tenant, request)
+        return tuple(c.route for c in sorted(spread_out, key=lambda c: c.rank or 0)), note
+
+    def _explain(
+        self,
+        routes: tuple[Route, ...],
+        request: ChatRequest,
+        tenant: TenantPolicy,
+        stream: bool,
+        today: dt.date,
+        estimated_in: int,
+        latency: LatencySnapshot,
+        health: HealthSnapshot,
+        remaining: Decimal | None,
+        decision: Decision,
+    ) -> tuple[Candidate, ...]:
+        """Every route judged by the filters in order and ranked, on the figures `decision` was made with."""
+        expected_out = request.max_tokens
+        ctx = CallContext(
+            request=request,
+            tenant=tenant,
+            stream=stream,
+            today=today,
+            estimated_input_tokens=estimated_in,
+            expected_output_tokens=lambda r: expected_out or r.expected_output_tokens,
+            latency=latency,
+            circuits=health,
+            budget_remaining_usd=remaining,
+        )
+        candidates = rank([self._judge(route, ctx) for route in routes], tenant.objective, tenant.weights)
+        position = {r.id: pos + 1 for pos, r in enumerate(decision.routes)}  # the order tried, spreading included
+        return tuple(
+            replace(c, rank=position.get(c.route.id)) if c.eligible and c.rank != position.get(c.route.id) else c
+            for c in candidates
+        )
 
     def _warn_unknown(self, name: str, rules: str) -> None:
         with self._warned_lock:
@@ -122,14 +203,15 @@ class Router:
     def _judge(self, route: Route, ctx: CallContext) -> Candidate:
         warnings: list[str] = []
         days = route.lifecycle.days_left(ctx.today)
-        if route.lifecycle.status == "deprecated" or (days is not None and 0 <= days <= _EOL_WARNING_DAYS):
+        soon = days is not None and 0 <= days <= self.policy.lifecycle_warning_days
+        if route.lifecycle.status == "deprecated" or soon:
             when = route.lifecycle.retires_on.isoformat() if route.lifecycle.retires_on else "a date not announced"
             warnings.append(f"end of life {when}")
         if stream_replayed(route, ctx):
             warnings.append("stream replayed from one whole answer")
         out = ctx.expected_output_tokens(route)
         cost = route.price.cost(ctx.estimated_input_tokens, out) if route.price is not None else None
-        latency = self.latency.estimate(route).predict_ms(out)
+        latency = ctx.latency.estimate(route).predict_ms(out)
         for check in FILTERS:
             verdict = check(route, ctx)
             if not verdict.keep:

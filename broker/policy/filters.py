@@ -5,6 +5,12 @@ the route, and the decision records which one and why.  Order:
 
     lifecycle -> residency -> providers -> capabilities -> health
     -> price ceiling -> latency SLO -> budget
+
+Lifecycle (by date), residency, providers and the price ceiling read only the route, the
+tenant and the day: `static_keep` is their conjunction, which the compiled decision
+(`broker/policy/engine.py`) evaluates once per tenant, model and day.  `class_keep` is the part
+of the capability filter that depends on what kind of request it is (`Needs`), evaluated once
+per kind; the rest (temperature, max_tokens, context window, health, SLO, budget) is per call.
 """
 
 from __future__ import annotations
@@ -13,15 +19,29 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple, Protocol
 
-from broker.health import CircuitBoard, LatencyTracker
+from broker.health import CircuitState, LatencyEstimate
 from broker.routes import Route
 from broker.types import ChatRequest
 
 from .decision import Verdict
 from .schema import TenantPolicy
 
-__all__ = ["FILTERS", "CallContext", "stream_replayed"]
+__all__ = ["FILTERS", "CallContext", "Needs", "class_keep", "needs_of", "static_keep", "stream_replayed"]
+
+
+class LatencySource(Protocol):
+    """What the filters read of route latency: a live tracker, or a snapshot of one."""
+
+    def estimate(self, route: Route) -> LatencyEstimate: ...
+
+
+class HealthSource(Protocol):
+    """What the filters read of route health: the live circuit board, or a snapshot of it."""
+
+    def allows(self, route_id: str) -> bool: ...
+    def state(self, route_id: str) -> CircuitState: ...
 
 
 @dataclass(frozen=True)
@@ -34,16 +54,49 @@ class CallContext:
     today: dt.date
     estimated_input_tokens: int
     expected_output_tokens: Callable[[Route], int]
-    latency: LatencyTracker
-    circuits: CircuitBoard
+    latency: LatencySource
+    circuits: HealthSource
     budget_remaining_usd: Decimal | None
 
 
-def lifecycle(route: Route, ctx: CallContext) -> Verdict:
-    if route.lifecycle.is_retired(ctx.today):
+class Needs(NamedTuple):
+    """The kind of a request, as far as route capabilities care (its sizes aside)."""
+
+    tools: bool
+    vision: bool
+    json: bool
+    required_tool_choice: bool
+    named_tool_choice: bool
+    seed: bool
+    stream: bool
+    carries_tools: bool
+
+
+def needs_of(request: ChatRequest, stream: bool) -> Needs:
+    tools = request.needs_tools
+    choice = request.tool_choice
+    carries = stream and (tools or any(m.role == "tool" or m.tool_calls for m in request.messages))
+    return Needs(
+        tools,
+        request.needs_vision,
+        request.needs_json,
+        tools and choice == "required",
+        tools and isinstance(choice, dict),
+        request.seed is not None,
+        stream,
+        carries,
+    )
+
+
+def _retired(route: Route, today: dt.date) -> Verdict:
+    if route.lifecycle.is_retired(today):
         when = route.lifecycle.retires_on.isoformat() if route.lifecycle.retires_on else "earlier"
         return Verdict(False, "lifecycle", f"retired ({when})")
     return Verdict(True, "lifecycle")
+
+
+def lifecycle(route: Route, ctx: CallContext) -> Verdict:
+    return _retired(route, ctx.today)
 
 
 def residency(route: Route, ctx: CallContext) -> Verdict:
@@ -100,6 +153,11 @@ def _unsupported_parameter(route: Route, req: ChatRequest) -> str | None:
     return None
 
 
+def _replayed(route: Route, needs: Needs) -> bool:
+    caps = route.capabilities
+    return needs.stream and (not caps.streaming or (needs.carries_tools and not caps.streaming_tools))
+
+
 def stream_replayed(route: Route, ctx: CallContext) -> bool:
     """Whether a stream on this route is served as one whole answer: the route does not stream, or
     cannot stream with tools and the call carries tools (offered, or in its tool-call history)."""
@@ -108,14 +166,29 @@ def stream_replayed(route: Route, ctx: CallContext) -> bool:
     return ctx.stream and (not caps.streaming or (carries_tools and not caps.streaming_tools))
 
 
+def class_keep(route: Route, needs: Needs) -> bool:
+    """Whether the capability filter can keep the route for a request of this kind (sizes and
+    temperature, which vary per call, are checked per call)."""
+    caps = route.capabilities
+    if (needs.tools and not caps.tools) or (needs.vision and not caps.vision) or (needs.json and not caps.json_mode):
+        return False
+    if (needs.required_tool_choice and not caps.required_tool_choice) or (
+        needs.named_tool_choice and not caps.named_tool_choice
+    ):
+        return False
+    if needs.seed and not caps.seed:
+        return False
+    return not (_replayed(route, needs) and not route.options.get("stream_fallback", True))
+
+
 def health(route: Route, ctx: CallContext) -> Verdict:
     if ctx.circuits.allows(route.id):
         return Verdict(True, "health")
     return Verdict(False, "health", f"circuit {ctx.circuits.state(route.id).value}")
 
 
-def price_ceiling(route: Route, ctx: CallContext) -> Verdict:
-    ceiling = ctx.tenant.max_price_per_mtok
+def _over_ceiling(route: Route, tenant: TenantPolicy) -> Verdict:
+    ceiling = tenant.max_price_per_mtok
     if ceiling is None:
         return Verdict(True, "price")
     if route.price is None:
@@ -127,6 +200,21 @@ def price_ceiling(route: Route, ctx: CallContext) -> Verdict:
         if limit is not None and price > limit:
             return Verdict(False, "price", f"{side} ${price}/Mtok > ceiling ${limit}")
     return Verdict(True, "price")
+
+
+def price_ceiling(route: Route, ctx: CallContext) -> Verdict:
+    return _over_ceiling(route, ctx.tenant)
+
+
+def static_keep(route: Route, tenant: TenantPolicy, today: dt.date) -> bool:
+    """Whether lifecycle, residency, providers and the price ceiling all keep the route: what
+    depends only on the route, the tenant and the day."""
+    return (
+        not route.lifecycle.is_retired(today)
+        and tenant.allows_jurisdiction(route.jurisdiction)
+        and tenant.allows_provider(route.provider)
+        and _over_ceiling(route, tenant).keep
+    )
 
 
 def latency_slo(route: Route, ctx: CallContext) -> Verdict:

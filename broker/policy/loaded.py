@@ -10,7 +10,19 @@ from dataclasses import dataclass, field
 from ..errors import NoEligibleRoute, UnknownTenant
 from ..routes import Route
 from .catalog import Catalog
-from .schema import CircuitSettings, MeteringSettings, RetrySettings, TenantPolicy
+from .schema import (
+    AuditSettings,
+    BudgetSettings,
+    CircuitSettings,
+    EnergySettings,
+    LimitsSettings,
+    MeteringSettings,
+    ProvenanceSettings,
+    RetrySettings,
+    TelemetrySettings,
+    TenantGroup,
+    TenantPolicy,
+)
 
 __all__ = ["Policy"]
 
@@ -28,9 +40,24 @@ class Policy:
     metering: MeteringSettings = field(default_factory=MeteringSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     circuit: CircuitSettings = field(default_factory=CircuitSettings)
+    #: spans and metrics, and which routes' runners are measured for energy: neither changes routing
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    energy: EnergySettings = field(default_factory=EnergySettings)
+    #: the signed provenance record on answers (off by default): never changes routing
+    provenance: ProvenanceSettings = field(default_factory=ProvenanceSettings)
+    #: the decision audit trail (on by default): never changes routing
+    audit: AuditSettings = field(default_factory=AuditSettings)
     #: `refuse`: a call naming a tenant not in `tenants` is `UnknownTenant`; `default`: it is
     #: served under the `default` tenant's rules (and metered under the name it gave)
     unknown_tenants: str = "refuse"
+    #: where rate windows (tenant limits, route quotas, saturation marks) live: `broker/limits`
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    #: groups of tenants sharing limits (`groups:`), by name
+    groups: dict[str, TenantGroup] = field(default_factory=dict)
+    #: how budget reservations are leased in the shared store
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
+    #: how many days ahead of a route's end of life decisions, reports and `policy validate` warn
+    lifecycle_warning_days: int = 90
     version: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,6 +72,8 @@ class Policy:
             "retry": self.retry.model_dump(mode="json"),
             "circuit": self.circuit.model_dump(mode="json"),
             "unknown_tenants": self.unknown_tenants,
+            "groups": {k: g.model_dump(mode="json") for k, g in sorted(self.groups.items())},
+            "budgets": self.budgets.model_dump(mode="json"),
         }
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -70,6 +99,10 @@ class Policy:
             f"tenant {name!r} is not in policy {self.source}{hint} (tenants: {known}; "
             "`unknown_tenants: default` serves unknown names under the `default` tenant's rules)"
         )
+
+    def groups_of(self, tenant: str) -> tuple[TenantGroup, ...]:
+        """The groups whose members include the tenant named `tenant` (a rules tenant's name), in policy order."""
+        return tuple(g for g in self.groups.values() if tenant in g.tenants)
 
     def route(self, route_id: str) -> Route:
         for r in self.routes:

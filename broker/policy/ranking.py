@@ -6,6 +6,10 @@
 - `weighted`: `w_cost x cost / cheapest + w_latency x latency / fastest`, lower is better.
 
 Route id breaks any remaining tie, so the same inputs always give the same order.
+
+`order` is the rule itself, on plain floats (a cost is the float nearest the exact `Decimal`
+estimate, `inf` when unknown); the compiled decision ranks with it, and `rank` applies it to
+explained candidates, so both always agree.
 """
 
 from __future__ import annotations
@@ -16,47 +20,58 @@ from typing import Any
 
 from .decision import Candidate
 
-__all__ = ["rank"]
+__all__ = ["UNKNOWN", "order", "rank"]
 
-_UNKNOWN = float("inf")
+UNKNOWN = float("inf")
 
 
 def _cost(c: Candidate) -> float:
-    return float(c.estimated_cost_usd) if c.estimated_cost_usd is not None else _UNKNOWN
+    return float(c.estimated_cost_usd) if c.estimated_cost_usd is not None else UNKNOWN
 
 
 def _latency(c: Candidate) -> float:
-    return c.predicted_latency_ms if c.predicted_latency_ms is not None else _UNKNOWN
+    return c.predicted_latency_ms if c.predicted_latency_ms is not None else UNKNOWN
 
 
-def _weighted_scores(cands: Sequence[Candidate], weights: Any) -> list[float]:
-    known_costs = [_cost(c) for c in cands if _cost(c) != _UNKNOWN]
+def _weighted_scores(costs: Sequence[float], latencies: Sequence[float], weights: Any) -> list[float]:
+    known_costs = [x for x in costs if x != UNKNOWN]
     cheapest = min((x for x in known_costs if x > 0), default=1e-12)
-    fastest = min((_latency(c) for c in cands), default=1.0) or 1.0
+    fastest = min(latencies, default=1.0) or 1.0
     w_cost = float(getattr(weights, "cost", 0.5)) if weights is not None else 0.5
     w_lat = float(getattr(weights, "latency", 0.5)) if weights is not None else 0.5
     worst_cost = max(known_costs, default=cheapest) / cheapest * 2
     scores = []
-    for c in cands:
-        cost_ratio = _cost(c) / cheapest if _cost(c) != _UNKNOWN else worst_cost
-        scores.append(w_cost * cost_ratio + w_lat * _latency(c) / fastest)
+    for cost, latency in zip(costs, latencies, strict=True):
+        cost_ratio = cost / cheapest if cost != UNKNOWN else worst_cost
+        scores.append(w_cost * cost_ratio + w_lat * latency / fastest)
     return scores
+
+
+def order(
+    costs: Sequence[float], latencies: Sequence[float], ids: Sequence[str], objective: str, weights: Any = None
+) -> tuple[list[int], Sequence[float]]:
+    """The indices of eligible routes, best first, and each route's score (by index)."""
+    scores: Sequence[float]
+    if objective == "latency":
+        scores = latencies
+        keys: list[tuple[Any, ...]] = list(zip(latencies, costs, ids, strict=True))
+    elif objective == "weighted":
+        scores = _weighted_scores(costs, latencies, weights)
+        keys = list(zip(scores, ids, strict=True))
+    else:
+        scores = costs
+        keys = list(zip(costs, latencies, ids, strict=True))
+    return sorted(range(len(ids)), key=keys.__getitem__), scores
 
 
 def rank(candidates: Sequence[Candidate], objective: str, weights: Any = None) -> list[Candidate]:
     """Give each eligible candidate a score and a rank (1 = tried first)."""
     eligible = [c for c in candidates if c.eligible]
-    if objective == "latency":
-        scores = [_latency(c) for c in eligible]
-        keys = [(s, _cost(c), c.route.id) for s, c in zip(scores, eligible, strict=True)]
-    elif objective == "weighted":
-        scores = _weighted_scores(eligible, weights)
-        keys = [(s, c.route.id) for s, c in zip(scores, eligible, strict=True)]  # type: ignore[misc]
-    else:
-        scores = [_cost(c) for c in eligible]
-        keys = [(s, _latency(c), c.route.id) for s, c in zip(scores, eligible, strict=True)]
-    order = sorted(range(len(eligible)), key=lambda i: keys[i])
+    best, scores = order(
+        [_cost(c) for c in eligible], [_latency(c) for c in eligible], [c.route.id for c in eligible],
+        objective, weights,
+    )
     ranked = {
-        eligible[i].route.id: replace(eligible[i], score=scores[i], rank=pos + 1) for pos, i in enumerate(order)
+        eligible[i].route.id: replace(eligible[i], score=scores[i], rank=pos + 1) for pos, i in enumerate(best)
     }
     return [ranked.get(c.route.id, c) for c in candidates]

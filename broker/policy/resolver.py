@@ -7,13 +7,13 @@ import difflib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ..errors import PolicyIssue
 from ..routes import Lifecycle, Route, RouteOptions
 from .catalog import Catalog, apply_catalog_doc, builtin_catalog
 from .loaded import Policy
-from .schema import PolicyDoc, RouteSpec, TenantPolicy, TenantSpec, schema_keys
+from .schema import GroupSpec, PolicyDoc, RouteSpec, TenantGroup, TenantPolicy, TenantSpec, schema_keys
 from .yaml_source import LineIndex, issues_from_validation
 
 if TYPE_CHECKING:
@@ -73,6 +73,11 @@ def build_policy(
     registry = _registry()
     routes = _routes(ctx, doc, base, registry)
     tenants = _tenants(ctx, doc, base, routes, registry.__contains__)
+    groups = _groups(ctx, doc, base, routes, tenants)
+    route_ids = {r.id for r in routes}
+    for rid in doc.energy.routes:  # an energy counter for a route the policy does not have is a typo
+        if rid not in route_ids:
+            ctx.add(ctx.at("energy", "routes", rid), f"energy.routes: no route {rid!r} in this policy")
     if not routes and not issues:
         ctx.add(ctx.at("routes"), "the policy has no routes")
     if issues:
@@ -80,7 +85,10 @@ def build_policy(
     return Policy(
         routes=tuple(routes), tenants=tenants, catalog=base, source=source, ledger=doc.ledger or None,
         description=doc.description, metering=doc.metering, retry=doc.retry, circuit=doc.circuit,
-        unknown_tenants=doc.unknown_tenants,
+        unknown_tenants=doc.unknown_tenants, limits=doc.limits, groups=groups, telemetry=doc.telemetry,
+        budgets=doc.budgets,
+        energy=doc.energy, lifecycle_warning_days=doc.lifecycle_warning_days,
+        provenance=doc.provenance, audit=doc.audit,
     )
 
 
@@ -93,7 +101,7 @@ def _registry() -> AdapterRegistry:
 # --------------------------------------------------------------------------- routes
 
 
-_BOOL = TypeAdapter(bool)
+_BOOL = TypeAdapter(bool, config=ConfigDict(defer_build=True))  # built on first use, not at import
 
 
 def is_disabled(item: Any) -> bool:
@@ -194,7 +202,7 @@ def _route(
     }
     if lifecycle is not None:
         fields["lifecycle"] = lifecycle
-    for key in ("timeout_s", "connect_timeout_s", "expected_output_tokens"):
+    for key in ("timeout_s", "connect_timeout_s", "expected_output_tokens", "rpm", "tpm"):
         if getattr(spec, key) is not None:
             fields[key] = getattr(spec, key)
     try:
@@ -280,6 +288,9 @@ def _tenants(
             for p in getattr(spec.providers, kind) or []:
                 if not known(p):
                     ctx.add(ctx.at(*loc, "providers", kind), f"{who}: unknown provider {p!r} in providers.{kind}")
+        for p in spec.budget.providers if spec.budget is not None else ():
+            if not known(p):
+                ctx.add(ctx.at(*loc, "budget", "providers", p), f"{who}: unknown provider {p!r} in budget.providers")
         update: dict[str, Any] = {}
         if spec.models is not None and spec.models.allow is not None:
             allowed = []
@@ -307,4 +318,45 @@ def _tenants(
         fields.update({"models": spec.models, "budget": spec.budget})
         fields.update(update)
         out[tname] = TenantPolicy(name=tname, residency=residency, **fields)
+    return out
+
+
+# --------------------------------------------------------------------------- groups of tenants
+
+
+def _groups(
+    ctx: _Context, doc: PolicyDoc, catalog: Catalog, routes: list[Route], tenants: dict[str, TenantPolicy]
+) -> dict[str, TenantGroup]:
+    """`groups:`: every member must be a tenant of the policy, and a group's `downgrade_to` a model
+    every member may use."""
+    served = {r.model for r in routes}
+    out: dict[str, TenantGroup] = {}
+    for gname, item in doc.groups.items():
+        spec = ctx.validate(GroupSpec, item if item is not None else {}, "groups", gname)
+        if spec is None:
+            continue
+        loc, who, sound = ("groups", gname), f"group {gname!r}", True
+        for member in spec.tenants:
+            if member not in tenants and member not in doc.tenants:
+                close = difflib.get_close_matches(member, list(doc.tenants), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                ctx.add(ctx.at(*loc, "tenants"), f"{who}: unknown tenant {member!r}{hint}")
+                sound = False
+        budget = spec.budget
+        if budget is not None and budget.downgrade_to:
+            target = catalog.model_for(budget.downgrade_to)
+            where = ctx.at(*loc, "budget", "downgrade_to")
+            refusing = [m for m in spec.tenants if m in tenants and target and not tenants[m].allows_model(target)]
+            if target is None or target not in served:
+                ctx.add(where, f"{who}: budget.downgrade_to {budget.downgrade_to!r} is served by no route "
+                               "in this policy")
+                sound = False
+            elif refusing:
+                ctx.add(where, f"{who}: budget.downgrade_to {target!r} is not in the models.allow of {refusing[0]!r}")
+                sound = False
+            else:
+                budget = budget.model_copy(update={"downgrade_to": target})
+        if sound:
+            fields = spec.model_dump(exclude={"tenants", "description", "budget"})
+            out[gname] = TenantGroup(name=gname, tenants=tuple(dict.fromkeys(spec.tenants)), budget=budget, **fields)
     return out

@@ -13,6 +13,7 @@ Money is `Decimal` throughout.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
@@ -22,23 +23,36 @@ from ..routes import Lifecycle, Price
 
 __all__ = [
     "JURISDICTIONS",
+    "ApiKeyRef",
+    "AuditSettings",
     "Budget",
+    "BudgetSettings",
     "CapabilitiesPatch",
     "CatalogDoc",
     "CircuitSettings",
     "DeploymentSpec",
+    "EnergyRoute",
+    "EnergySettings",
+    "GroupSpec",
     "Jurisdiction",
     "LatencySLO",
     "LifecyclePatch",
+    "LimitsSettings",
     "MeteringSettings",
     "ModelRules",
     "ModelSpec",
     "Objective",
     "PolicyDoc",
     "PriceCeiling",
+    "ProvenanceSettings",
+    "ProviderBudget",
     "ProviderRules",
+    "RateLimit",
     "RetrySettings",
     "RouteSpec",
+    "Spread",
+    "TelemetrySettings",
+    "TenantGroup",
     "TenantPolicy",
     "TenantSpec",
     "Weights",
@@ -75,7 +89,8 @@ Residency = Annotated[list[str] | Literal["any"] | None, BeforeValidator(_reside
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # schemas are built on first validation, not at import (`import broker` stays light)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # --------------------------------------------------------------------------- settings
@@ -88,6 +103,68 @@ class MeteringSettings(_Strict):
     store_text: bool = False
     flush_interval_s: float = Field(default=1.0, gt=0)
     max_buffer: int = Field(default=10_000, gt=0)
+
+
+class TelemetrySettings(_Strict):
+    """OpenTelemetry spans and metrics (GenAI semantic conventions); off unless `enabled`.
+
+    Spans go to the process's global providers, or, with `otlp_endpoint` (an OTLP/HTTP base
+    URL), to providers the broker builds itself under `service_name`.  Prompt and completion
+    text go into spans only with `capture_content`.
+    """
+
+    enabled: bool = False
+    capture_content: bool = False
+    service_name: str = Field(default="llama-broker", min_length=1)
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+
+
+class EnergyRoute(_Strict):
+    """Which energy counter of this host measures a route's runner: `auto` tries NVML, then RAPL."""
+
+    counter: Literal["auto", "nvml", "rapl"] = "auto"
+    device: int = Field(default=0, ge=0)
+
+
+class EnergySettings(_Strict):
+    """Routes whose runner runs on this host, by route id; their events get joules."""
+
+    routes: dict[str, EnergyRoute] = Field(default_factory=dict)
+
+
+class AuditSettings(_Strict):
+    """The decision audit trail beside the ledger: every call's decision and each policy version by hash."""
+
+    enabled: bool = True
+
+
+class ProvenanceSettings(_Strict):
+    """A signed provenance record (a C2PA manifest) on every answer; off unless `enabled`.
+
+    The signing key and its certificate chain are named by reference, never inline: a PEM file
+    (`key_file`, `cert_file`) or an environment variable (`key_env`, `cert_env`) holding the PEM
+    file's path or the PEM text.  `embed_in_text` also puts the manifest inside the answer's text
+    (C2PA 2.4 unstructured text: invisible characters appended).  `trust_anchors_file` is the PEM
+    bundle `provenance verify` trusts by default.
+    """
+
+    enabled: bool = False
+    key_file: str | None = None
+    key_env: str | None = None
+    cert_file: str | None = None
+    cert_env: str | None = None
+    embed_in_text: bool = False
+    trust_anchors_file: str | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> ProvenanceSettings:
+        for what in ("key", "cert"):
+            given = [n for n in (f"{what}_file", f"{what}_env") if getattr(self, n)]
+            if len(given) > 1:
+                raise ValueError(f"provenance: give {what}_file or {what}_env, not both")
+            if self.enabled and not given:
+                raise ValueError(f"provenance: enabled needs {what}_file or {what}_env")
+        return self
 
 
 class RetrySettings(_Strict):
@@ -103,6 +180,16 @@ class RetrySettings(_Strict):
     max_delay_s: float = Field(default=8.0, ge=0)
     budget_ratio: float = Field(default=0.2, ge=0)
     budget_capacity: float = Field(default=10.0, ge=0)
+
+
+class BudgetSettings(_Strict):
+    """How budget reservations are held in the shared store (`broker/policy/budget.py`).
+
+    A reservation lives `lease_s` seconds and is renewed while its call is open, so the
+    reservations of a process that died stop counting at most `lease_s` after it died.
+    """
+
+    lease_s: float = Field(default=30.0, ge=1, le=3600)
 
 
 class CircuitSettings(_Strict):
@@ -138,16 +225,35 @@ class LatencySLO(_Strict):
     p95: float | None = Field(default=None, gt=0)
 
 
+class ProviderBudget(_Strict):
+    """A limit on one provider's share of a tenant's spend; exceeding it passes that provider's routes over
+    (`block`) or only warns (`alert`)."""
+
+    monthly_usd: Decimal | None = Field(default=None, ge=0)
+    daily_usd: Decimal | None = Field(default=None, ge=0)
+    on_exceed: Literal["block", "alert"] = "block"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ProviderBudget:
+        if self.monthly_usd is None and self.daily_usd is None:
+            raise ValueError("a provider budget needs monthly_usd or daily_usd")
+        return self
+
+
 class Budget(_Strict):
+    """Spend limits per UTC month and day (the rule: `broker/policy/budget.py`); `providers` adds
+    limits per provider within a tenant."""
+
     monthly_usd: Decimal | None = Field(default=None, ge=0)
     daily_usd: Decimal | None = Field(default=None, ge=0)
     on_exceed: Literal["block", "downgrade", "alert"] = "block"
     downgrade_to: str | None = None
+    providers: dict[str, ProviderBudget] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _coherent(self) -> Budget:
-        if self.monthly_usd is None and self.daily_usd is None:
-            raise ValueError("a budget needs monthly_usd or daily_usd")
+        if self.monthly_usd is None and self.daily_usd is None and not self.providers:
+            raise ValueError("a budget needs monthly_usd, daily_usd or providers")
         if self.on_exceed == "downgrade" and not self.downgrade_to:
             raise ValueError("on_exceed: downgrade needs downgrade_to (a model)")
         return self
@@ -155,6 +261,169 @@ class Budget(_Strict):
 
 class ModelRules(_Strict):
     allow: list[str] | None = None
+
+
+class RateLimit(_Strict):
+    """Requests and tokens per minute of a tenant or group (`broker/limits`: a sliding 60-second window).
+
+    Tokens are the prompt estimate plus the expected output, settled to the actual usage after
+    the call.  `wait_s` > 0 queues a call that is over the limit for up to that long, else it is
+    refused at once with `RateLimited` and the seconds until it would be admitted.
+    """
+
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    wait_s: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimit:
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("a rate_limit needs rpm or tpm")
+        return self
+
+
+class Spread(_Strict):
+    """Spread calls among the routes whose score is within `tolerance` (a fraction) of the best one.
+
+    The pick is deterministic: weighted by each route's `rpm` quota and seeded by the request's
+    content, so explanations and replays of the same requests agree.
+    """
+
+    tolerance: float = Field(default=0.1, ge=0, le=10)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _key_refs(value: Any) -> Any:
+    """Check `api_keys` entries here, at the list, so a key pasted by mistake is never echoed in an error."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("api_keys is a list of {env: NAME} or {sha256: HEX} entries")
+    seen: set[tuple[str, object]] = set()
+    for i, item in enumerate(value):
+        where = f"api_keys[{i}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: an API key is given by reference ({{env: NAME}} or {{sha256: <64 hex "
+                             "digits of the key's SHA-256>}), never the key itself")
+        if set(item) - set(ApiKeyRef.model_fields):
+            continue  # the model names the unknown key, with a did-you-mean hint
+        env, digest = item.get("env"), item.get("sha256")
+        if (env is None) == (digest is None):
+            raise ValueError(f"{where}: give exactly one of env or sha256")
+        if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
+            raise ValueError(f"{where}.env: not an environment variable name")
+        if digest is not None and (not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest)):
+            raise ValueError(f"{where}.sha256: not a SHA-256 digest (64 lower-case hex digits)")
+        ref = ("env", env) if env is not None else ("sha256", digest)
+        if ref in seen:
+            raise ValueError(f"{where}: the same key is listed twice")
+        seen.add(ref)
+    return value
+
+
+class ApiKeyRef(_Strict):
+    """A gateway API key by reference: the environment variable that holds it, or its SHA-256 (hex)."""
+
+    env: str | None = None
+    sha256: str | None = None
+    description: str | None = None
+
+
+ApiKeyRefs = Annotated[list[ApiKeyRef], BeforeValidator(_key_refs)]
+
+
+class TextListSpec(_Strict):
+    """Literals and regular expressions a text is checked against (case-insensitive unless told)."""
+
+    literals: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    case_sensitive: bool = False
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for i, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"patterns[{i}] is not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TextListSpec:
+        if not (self.literals or self.patterns):
+            raise ValueError("give literals or patterns")
+        return self
+
+
+PiiKind = Literal["email", "phone", "card"]
+
+
+class PiiSpec(_Strict):
+    kinds: list[PiiKind] = Field(default_factory=lambda: list(get_args(PiiKind)))
+    action: Literal["redact", "block"] = "redact"
+    #: where phone numbers without a country prefix are read as dialled from (ISO 3166-1 alpha-2)
+    phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+
+
+class LlamaGuardSpec(_Strict):
+    """Classify through a route of this policy serving a Llama Guard model."""
+
+    model: str
+    #: categories that block (S1..S14); absent: any `unsafe` verdict blocks
+    block_categories: list[str] | None = None
+
+
+class GuardrailPluginSpec(_Strict):
+    """A check installed under the `llama_broker.guardrails` entry-point group."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class GuardrailSpec(_Strict):
+    """One check, by kind: exactly one of the fields."""
+
+    deny: TextListSpec | None = None
+    allow: TextListSpec | None = None
+    pii: PiiSpec | None = None
+    max_chars: int | None = Field(default=None, gt=0)
+    llama_guard: LlamaGuardSpec | None = None
+    plugin: GuardrailPluginSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GuardrailSpec:
+        kinds = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a guardrail is exactly one of deny, allow, pii, max_chars, llama_guard, plugin")
+        return self
+
+
+class GuardrailSettings(_Strict):
+    """Checks on what a tenant sends and receives, run in order (broker/guardrails)."""
+
+    input: list[GuardrailSpec] = Field(default_factory=list)
+    output: list[GuardrailSpec] = Field(default_factory=list)
+    #: characters a stream holds back for checks that look at a span of text (regular expressions)
+    stream_window_chars: int = Field(default=256, ge=1, le=65536)
+
+
+class LicenceDeclaration(_Strict):
+    """What a tenant declares of the product it builds, for the licence terms of the models it calls."""
+
+    product: str = Field(min_length=1)
+    #: the product's monthly active users, at most (an upper bound the tenant declares)
+    monthly_active_users: int = Field(ge=0)
+    #: where the licensee is domiciled: `eu`, or an ISO 3166-1 alpha-2 country code
+    domicile: str = Field(pattern=r"^(eu|[A-Za-z]{2})$")
+    #: the tenant serves end users of a product or service that incorporates the model
+    end_user: bool = False
+    #: a separate licence from Meta covers the monthly-active-user threshold
+    separate_licence: bool = False
+    on_violation: Literal["refuse", "warn"] = "refuse"
 
 
 class _TenantFields(_Strict):
@@ -167,6 +436,15 @@ class _TenantFields(_Strict):
     models: ModelRules | None = None
     store_text: bool = False
     tags: dict[str, str] = Field(default_factory=dict)
+    #: the product this tenant builds, for the licence guard (broker/policy/licence.py)
+    licence: LicenceDeclaration | None = None
+    guardrails: GuardrailSettings | None = None
+    #: the gateway's API keys of this tenant (`llama-broker serve`), by reference only
+    api_keys: ApiKeyRefs = Field(default_factory=list)
+    #: requests / tokens per minute of this tenant (`broker/limits`)
+    rate_limit: RateLimit | None = None
+    #: opt-in: spread calls among near-best routes (`broker/limits/spreading.py`)
+    spread: Spread | None = None
 
 
 class TenantSpec(_TenantFields):
@@ -195,6 +473,31 @@ class TenantPolicy(_TenantFields):
 
     def allows_model(self, model: str) -> bool:
         return self.models is None or self.models.allow is None or model in self.models.allow
+
+
+# --------------------------------------------------------------------------- groups of tenants
+
+
+class _GroupFields(_Strict):
+    """What a group of tenants shares; each limit here covers the members' calls together."""
+
+    budget: Budget | None = None
+    #: requests / tokens per minute of the members' calls together (`broker/limits`)
+    rate_limit: RateLimit | None = None
+
+
+class GroupSpec(_GroupFields):
+    """A group as written under `groups:` (a team over several tenants)."""
+
+    tenants: list[str] = Field(min_length=1)
+    description: str | None = None
+
+
+class TenantGroup(_GroupFields):
+    """A group, resolved: its members are tenant names of the policy; `budget.downgrade_to` a logical model."""
+
+    name: str
+    tenants: tuple[str, ...]
 
 
 # --------------------------------------------------------------------------- routes and catalog
@@ -241,6 +544,9 @@ class RouteSpec(_Strict):
     timeout_s: float | None = Field(default=None, gt=0)
     connect_timeout_s: float | None = Field(default=None, gt=0)
     expected_output_tokens: int | None = Field(default=None, gt=0)
+    #: the provider account's quota for this model and region: requests / tokens per minute
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
     description: str | None = None
@@ -290,6 +596,20 @@ class CatalogDoc(_Strict):
     deployments: list[Any] = Field(default_factory=list)
 
 
+class LimitsSettings(_Strict):
+    """Where rate windows live: `memory` (this process, shared by its threads) or `redis://HOST:PORT/DB`."""
+
+    store: str = "memory"
+    key_prefix: str = Field(default="llama-broker", min_length=1)
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("limits.store must be memory, redis://HOST:PORT/DB, rediss://... or unix://PATH")
+        return value
+
+
 class PolicyDoc(_Strict):
     """The top level of a policy file; routes and tenants are validated one by one."""
 
@@ -301,12 +621,22 @@ class PolicyDoc(_Strict):
     metering: MeteringSettings = Field(default_factory=MeteringSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     circuit: CircuitSettings = Field(default_factory=CircuitSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    energy: EnergySettings = Field(default_factory=EnergySettings)
+    provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     catalog: CatalogDoc | None = None
     routes: list[Any] = Field(default_factory=list)
     tenants: dict[str, Any] = Field(default_factory=dict)
+    #: groups of tenants sharing limits: `{team-x: {tenants: [a, b], budget: {...}}}`, validated one by one
+    groups: dict[str, Any] = Field(default_factory=dict)
     #: a call naming a tenant the policy does not have: `refuse` it (`UnknownTenant`), or serve
     #: it under the `default` tenant's rules, metered under the name it gave
     unknown_tenants: Literal["refuse", "default"] = "refuse"
+    #: decisions, reports and `policy validate` warn of a route's end of life this many days ahead
+    lifecycle_warning_days: int = Field(default=90, ge=0, le=3650)
 
     @field_validator("unknown_tenants")
     @classmethod
@@ -329,9 +659,11 @@ def schema_keys() -> set[str]:
     """Every key the schema knows, for "did you mean" hints."""
     names: set[str] = set()
     for model in (
-        PolicyDoc, RouteSpec, TenantSpec, Weights, ProviderRules, PriceCeiling, LatencySLO, Budget,
-        ModelRules, CapabilitiesPatch, LifecyclePatch, Price, MeteringSettings, RetrySettings,
-        CircuitSettings, CatalogDoc, ModelSpec, DeploymentSpec, CatalogDefaults,
+        PolicyDoc, RouteSpec, TenantSpec, GroupSpec, Weights, ProviderRules, PriceCeiling, LatencySLO, Budget,
+        ProviderBudget, BudgetSettings,
+        ModelRules, ApiKeyRef, CapabilitiesPatch, LifecyclePatch, Price, MeteringSettings, RetrySettings,
+        CircuitSettings, CatalogDoc, ModelSpec, DeploymentSpec, CatalogDefaults, TelemetrySettings, EnergyRoute,
+        EnergySettings, RateLimit, Spread, LimitsSettings,
     ):
         names.update(model.model_fields)
     return names

@@ -9,7 +9,10 @@ is not grouped, meaning "all"), then the metrics:
 `Decimal` sum of the known costs; ``None`` when no call of the group had a known price),
 ``unknown_cost_calls`` (calls whose price was unknown: never counted as $0),
 ``estimated_calls`` (usage estimated by the broker, not reported by the provider) and
-``error_calls``.
+``error_calls``; then ``energy_j`` (joules measured, ``None`` where none was),
+``usd_per_mtok`` ($ per million input and output tokens, ``None`` unless every call had a
+known price) and ``tokens_per_joule`` (output tokens per joule over the events with an
+energy figure): see `broker.metering.query.unit_rates`.
 
 Group-by names: tenant, provider, model, model_id, route_id (alias route), region,
 jurisdiction, status, error_kind, day and month (UTC, ``2025-01-31`` / ``2025-01``),
@@ -25,7 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from broker.metering.ledger import Ledger
-from broker.metering.query import METRIC_KEYS, ReportFilters, parse_group_by
+from broker.metering.query import METRIC_KEYS, ReportFilters, parse_group_by, unit_rates
 
 __all__ = [
     "DEFAULT_GROUP_BY",
@@ -61,6 +64,7 @@ def report_rows(
             row.setdefault(k, ALL)
         for k in METRIC_KEYS:
             row[k] = r[k]
+        row.update(unit_rates(r))  # $ per 1M tokens, and tokens per joule where energy was measured
         rows.append(row)
     rows.sort(key=lambda row: _sort_key(row, keys))
     return rows

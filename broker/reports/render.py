@@ -39,6 +39,9 @@ HEADERS = {
     "unknown_cost_calls": "unpriced",
     "estimated_calls": "estimated",
     "error_calls": "errors",
+    "energy_j": "energy (J)",
+    "usd_per_mtok": "$ / 1M tok",
+    "tokens_per_joule": "tok / J",
 }
 
 
@@ -107,7 +110,7 @@ def cell_text(key: str, value: Any) -> str:
 
 
 #: Metric columns the table leaves out when they are zero on every row.
-_OPTIONAL = ("cached_input_tokens", "estimated_calls", "error_calls")
+_OPTIONAL = ("cached_input_tokens", "estimated_calls", "error_calls", "energy_j", "tokens_per_joule")
 
 
 def render_table(rows: Sequence[dict[str, Any]], *, title: str | None = None) -> Any:

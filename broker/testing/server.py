@@ -16,6 +16,11 @@ Faults, applied in the order they were queued, one per request:
     emu.delay(0.5)                      # answer half a second late (once)
     emu.latency_s = 0.2                 # every answer 200 ms late from now on
 
+A quota stands for the provider account's limit on the emulator's route:
+
+    emu.quota(rpm=100, tpm=50_000)      # over it, 429 with the provider's own wait hint
+    emu.quota_429s                      # how many 429s the quota has answered
+
 `malformed(kind)` takes one of `MALFORMED_KINDS` (truncated, not_json, html_page, json_list,
 invalid_utf8, no_choices, null_message, wrong_types, no_finish_reason, absurd_usage,
 negative_usage, missing_usage, usage_wrong_types); `broker.testing.malformed` says what each
@@ -32,7 +37,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,6 +55,7 @@ __all__ = [
     "Answer",
     "Emulator",
     "Fault",
+    "Quota",
     "Recorded",
     "Reply",
     "ReplyPlan",
@@ -123,6 +129,41 @@ class TokenCount:
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+class Quota:
+    """Requests and tokens per minute the emulator serves before it answers 429 (an exact 60-second log).
+
+    Requests count when served (a 429 does not count); tokens count as the emulator reports them.
+    The wait hint is the time until the oldest counted request or tokens leave the window.
+    """
+
+    WINDOW_S = 60.0
+
+    def __init__(self, rpm: int | None, tpm: int | None, clock: Callable[[], float]) -> None:
+        self.rpm, self.tpm, self.clock = rpm, tpm, clock
+        self.served: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+
+    def _expire(self, now: float) -> None:
+        while self.served and self.served[0] <= now - self.WINDOW_S:
+            self.served.popleft()
+        while self.tokens and self.tokens[0][0] <= now - self.WINDOW_S:
+            self.tokens.popleft()
+
+    def admit(self) -> float | None:
+        """None when a request may be served now (and it is counted), else the seconds to wait."""
+        now = self.clock()
+        self._expire(now)
+        if self.rpm is not None and len(self.served) >= self.rpm:
+            return max(0.001, self.served[0] + self.WINDOW_S - now)
+        if self.tpm is not None and sum(n for _, n in self.tokens) >= self.tpm:
+            return max(0.001, self.tokens[0][0] + self.WINDOW_S - now)
+        self.served.append(now)
+        return None
+
+    def used(self, tokens: int) -> None:
+        self.tokens.append((self.clock(), tokens))
 
 
 class Headers(dict[str, str]):
@@ -207,6 +248,8 @@ class Emulator:
         self._faults: deque[Fault] = deque()
         self._muted = threading.local()  # set while a malformed answer is served: its usage is not counted
         self._replies: deque[Reply] = deque()
+        self._quota: Quota | None = None
+        self.quota_429s = 0
         self._lock = threading.Lock()
         self._port = port
         self._server: _Server | None = None
@@ -290,6 +333,18 @@ class Emulator:
             self._faults.append(Fault(None, latency_s=seconds))
         return self
 
+    def quota(
+        self, *, rpm: int | None = None, tpm: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> Emulator:
+        """Serve at most `rpm` requests and `tpm` tokens a minute; over either, answer 429 with a wait hint.
+
+        `quota_429s` counts the 429s it answered.  `clock` (seconds) is injectable for tests.
+        """
+        with self._lock:
+            self._quota = Quota(rpm, tpm, clock) if rpm is not None or tpm is not None else None
+            self.quota_429s = 0
+        return self
+
     def enqueue(self, *replies: Reply) -> Emulator:
         """Script the next answers."""
         self._replies.extend(replies)
@@ -301,6 +356,7 @@ class Emulator:
             self._faults.clear()
             self._replies.clear()
             self.reported = TokenCount()
+            self.quota_429s = 0
 
     # ------------------------------------------------------------------ for subclasses
 
@@ -371,6 +427,8 @@ class Emulator:
             self.reported.calls += 1
             self.reported.input_tokens += input_tokens
             self.reported.output_tokens += output_tokens
+            if self._quota is not None:
+                self._quota.used(input_tokens + output_tokens)
 
     # ------------------------------------------------------------------ serving
 
@@ -381,7 +439,13 @@ class Emulator:
         request = Recorded(handler.command, parts.path, parts.query, Headers(handler.headers.items()), body)
         with self._lock:
             self.requests.append(request)
-            fault = self._faults.popleft() if self._faults else None
+            hint = self._quota.admit() if self._quota is not None else None
+            if hint is not None:  # each provider's error_answer writes the hint in its own header
+                self.quota_429s += 1
+                fault: Fault | None = Fault(429, retry_after=round(hint, 3),
+                                            message="quota exceeded: requests or tokens per minute for this model")
+            else:
+                fault = self._faults.popleft() if self._faults else None
         wait = self.latency_s + (fault.latency_s if fault else 0.0)
         if wait:
             time.sleep(wait)

@@ -1,0 +1,205 @@
+"""The routing decision compiled ahead of the call: what depends only on the policy, the tenant,
+the model and the day is worked out once; per call only what changes is looked at.
+
+    PlanEntry (route)                      built when the policy is loaded
+        its price as exact integers, its capability limits, its prior latency estimate, and
+        for each kind of request (`Needs`: tools, vision, JSON, tool_choice, seed, stream)
+        whether the capability filter can keep it, as each kind is first seen
+    Plan (tenant's rules, model, day)      built on first use, kept until the day changes
+        the entries that survive lifecycle (by date), residency, providers and the price
+        ceiling; for each kind of request, those the capability filter keeps
+    per call (`survivors`)
+        temperature, max_tokens and the context window against each route's limits, the
+        circuits (only while one is not closed), the latency SLO against live estimates, the
+        budget; then each survivor's cost and predicted latency for ranking
+
+The figures a call reads (latency estimates, circuit states) are captured as it is decided, so
+the explanation built later from them (`broker/policy/engine.py`) says exactly what was seen.
+
+A cost for ranking is the float nearest the exact `Decimal` estimate (`Price.cost`): the
+price is held as an integer count of 10^-d dollars per million tokens, so `tokens x price` is
+an exact integer and one correctly rounded division gives that float; ties between routes
+whose costs are equal in cents stay ties.  Metered costs stay `Decimal` (`broker/attempts.py`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from broker.health import CircuitBoard, CircuitState, LatencyEstimate
+from broker.health.latency import prior_estimate
+from broker.routes import Route
+
+from .filters import Needs, class_keep, static_keep
+from .ranking import UNKNOWN
+from .schema import TenantPolicy
+
+__all__ = ["ALL_CLOSED", "HealthSnapshot", "Plan", "PlanEntry", "Survivors", "health_now", "survivors"]
+
+_EXACT_DIGITS = 10**28  # below this, Decimal's default context computes `Price.cost` exactly
+
+
+class PlanEntry:
+    """One route that passed the static filters, with what the per-call part reads of it."""
+
+    __slots__ = (
+        "_keeps", "context_window", "exact", "expected_out", "id", "in_units", "max_output", "max_temperature",
+        "out_units", "price", "prior", "prior_ms", "route", "units",
+    )
+
+    def __init__(self, route: Route) -> None:
+        self._keeps: dict[Needs, bool] = {}
+        caps = route.capabilities
+        self.route, self.id, self.price = route, route.id, route.price
+        self.expected_out = route.expected_output_tokens
+        self.max_temperature, self.max_output = caps.max_temperature, caps.max_output_tokens
+        self.context_window = caps.context_window
+        self.prior: LatencyEstimate = prior_estimate(route)
+        self.prior_ms = self.prior.predict_ms(self.expected_out)  # unobserved, without max_tokens
+        self.exact = False
+        self.in_units = self.out_units = 0
+        self.units = 1
+        price = route.price
+        if price is not None and price.input_per_mtok.is_finite() and price.output_per_mtok.is_finite():
+            digits = max(0, -_exponent(price.input_per_mtok), -_exponent(price.output_per_mtok))
+            scale = 10**digits
+            self.in_units = int(price.input_per_mtok * scale)
+            self.out_units = int(price.output_per_mtok * scale)
+            self.units = scale * 1_000_000
+            self.exact = True
+
+    def keeps(self, needs: Needs) -> bool:
+        """Whether the capability filter can keep this route for requests of this kind."""
+        found = self._keeps.get(needs)
+        if found is None:
+            found = self._keeps[needs] = class_keep(self.route, needs)
+        return found
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """The float nearest `Price.cost(input_tokens, output_tokens)`; `inf` when the price is unknown."""
+        if self.exact:
+            numerator = input_tokens * self.in_units + output_tokens * self.out_units
+            if numerator < _EXACT_DIGITS:
+                return numerator / self.units
+        if self.price is None:
+            return UNKNOWN
+        return float(self.price.cost(input_tokens, output_tokens))
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return exponent if isinstance(exponent, int) else 0
+
+
+class Plan:
+    """The routes of one model for one tenant's rules on one day, after the static filters."""
+
+    __slots__ = ("_by_needs", "entries", "routes")
+
+    def __init__(self, entries: tuple[PlanEntry, ...], tenant: TenantPolicy, today: dt.date) -> None:
+        self.routes = tuple(e.route for e in entries)
+        self.entries = tuple(e for e in entries if static_keep(e.route, tenant, today))
+        self._by_needs: dict[Needs, tuple[PlanEntry, ...]] = {}
+
+    def for_needs(self, needs: Needs) -> tuple[PlanEntry, ...]:
+        """The statically kept routes the capability filter keeps for requests of this kind."""
+        found = self._by_needs.get(needs)
+        if found is None:
+            found = self._by_needs[needs] = tuple(e for e in self.entries if e.keeps(needs))
+        return found
+
+
+class HealthSnapshot:
+    """The circuits of the routes that were not closed when a call was decided (others: closed)."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self, seen: Mapping[str, tuple[bool, CircuitState]]) -> None:
+        self._seen = seen
+
+    def allows(self, route_id: str) -> bool:
+        found = self._seen.get(route_id)
+        return True if found is None else found[0]
+
+    def state(self, route_id: str) -> CircuitState:
+        found = self._seen.get(route_id)
+        return CircuitState.CLOSED if found is None else found[1]
+
+
+ALL_CLOSED = HealthSnapshot({})
+
+
+def health_now(circuits: CircuitBoard) -> HealthSnapshot:
+    """The circuit states a decision reads, captured once (nothing to capture while all are closed)."""
+    if not circuits.troubled:
+        return ALL_CLOSED
+    return HealthSnapshot({rid: (circuits.allows(rid), circuits.state(rid)) for rid in circuits.not_closed()})
+
+
+class Survivors:
+    """The routes a call may use, in policy order, with the figures they are ranked by."""
+
+    __slots__ = ("costs", "entries", "ids", "latencies")
+
+    def __init__(self) -> None:
+        self.entries: list[PlanEntry] = []
+        self.ids: list[str] = []
+        self.costs: list[float] = []
+        self.latencies: list[float] = []
+
+
+def survivors(
+    candidates: tuple[PlanEntry, ...],
+    *,
+    max_tokens: int | None,
+    temperature: float | None,
+    input_tokens: int,
+    health: HealthSnapshot,
+    latency: Mapping[str, LatencyEstimate],
+    tenant: TenantPolicy,
+    budget_remaining_usd: Decimal | None,
+) -> Survivors:
+    """Apply the per-call filters to a plan's routes for one request: what is left, with costs and latencies."""
+    out = Survivors()
+    wanted_out = max_tokens or 0
+    needed = input_tokens + wanted_out
+    seen = health._seen if health is not ALL_CLOSED else None
+    slo: Any = tenant.latency_slo_ms
+    p50 = slo.p50 if slo is not None else None
+    p95 = slo.p95 if slo is not None else None
+    remaining = budget_remaining_usd
+    add_entry, add_id, add_cost, add_latency = out.entries.append, out.ids.append, out.costs.append, \
+        out.latencies.append
+    estimates = latency.get
+    for e in candidates:
+        if (temperature is not None and temperature > e.max_temperature) or wanted_out > e.max_output \
+                or needed > e.context_window:
+            continue
+        if seen is not None and not health.allows(e.id):
+            continue
+        tokens = max_tokens or e.expected_out
+        est = estimates(e.id)
+        if est is None:
+            est = e.prior
+            predicted = e.prior_ms if max_tokens is None else est.ttft_ms + tokens * est.per_token_ms
+        else:
+            predicted = est.ttft_ms + tokens * est.per_token_ms  # LatencyEstimate.predict_ms
+        if slo is not None and (
+            (p50 is not None and predicted > p50) or (p95 is not None and est.predict_p95_ms(tokens) > p95)
+        ):
+            continue
+        if remaining is not None and e.price is not None and e.price.cost(input_tokens, tokens) > remaining:
+            continue
+        if e.exact:
+            numerator = input_tokens * e.in_units + tokens * e.out_units
+            cost = numerator / e.units if numerator < _EXACT_DIGITS else e.cost(input_tokens, tokens)
+        else:
+            cost = e.cost(input_tokens, tokens)
+        add_entry(e)
+        add_id(e.id)
+        add_cost(cost)
+        add_latency(predicted)
+    return out
