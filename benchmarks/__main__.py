@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         print(f"[{name}] ...", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        figures += importlib.import_module(f"benchmarks.{name}").run(settings)
+        try:
+            figures += importlib.import_module(f"benchmarks.{name}").run(settings)
+        except Exception as exc:  # one broken section still leaves the others' figures
+            figures.append(Figure(name, f"{name} section failed", float("nan"), "",
+                                  note=f"{type(exc).__name__}: {exc}"))
         print(f"[{name}] {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     machine = {
         "cpus": os.cpu_count(), "server_cpu": server, "client_cpus": sorted(client_cpus() or []),

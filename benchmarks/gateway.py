@@ -13,8 +13,9 @@ in the same run and in turn:
   `LITELLM_LOCAL_MODEL_COST_MAP=True`) with 1 and 2 workers, one model on the same emulator;
 - with `--granian`, the same gateway application on granian instead of uvicorn (when installed).
 
-It prints requests/s, p50 and p99 latency, and what each adds over the emulator's own p50/p99,
-with the gateway's req/s as a multiple of LiteLLM's at the same worker count.  The emulator is
+It prints requests/s, p50 and p99 latency, the CPU time the server's processes spent per request
+(steadier than req/s on a busy machine), and what each adds over the emulator's own p50/p99, with
+the gateway's req/s as a multiple of LiteLLM's at the same worker count.  The emulator is
 pinned to the last CPU and the load generator kept off it; the servers under test may use every
 CPU, so on a small machine they share a core with the load generator: figures are noisy there.
 """
@@ -54,6 +55,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us_per_request: float | None = None
 
 
 async def _load(url: str, total: int, concurrency: int, warmup: int) -> tuple[float, list[float], int]:
@@ -91,15 +93,34 @@ async def _load(url: str, total: int, concurrency: int, warmup: int) -> tuple[fl
     return len(latencies) / elapsed, sorted(latencies), errors
 
 
-def measure(name: str, workers: int | None, url: str, args: argparse.Namespace) -> Result:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and all its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def measure(name: str, workers: int | None, url: str, args: argparse.Namespace, pid: int | None = None) -> Result:
     runs = []
     for _ in range(args.runs):
+        cpu = cpu_seconds(pid) if pid is not None else 0.0
         rps, lat, errors = asyncio.run(_load(url, args.requests, args.concurrency, args.warmup))
-        runs.append(Result(name, workers, rps, pct(lat, 50) * 1000, pct(lat, 99) * 1000, errors))
+        per = (cpu_seconds(pid) - cpu) / (args.requests + args.warmup) * 1e6 if pid is not None else None
+        runs.append(Result(name, workers, rps, pct(lat, 50) * 1000, pct(lat, 99) * 1000, errors, per))
     runs.sort(key=lambda r: r.rps)
     result = runs[len(runs) // 2]
+    cpu_text = f"{result.cpu_us_per_request:>9,.0f}" if result.cpu_us_per_request is not None else f"{'-':>9}"
     print(f"  {name:<28} {workers or '-':>7} {result.rps:>9,.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}"
-          f" {result.errors:>7}", flush=True)
+          f" {cpu_text} {result.errors:>7}", flush=True)
     return result
 
 
@@ -109,6 +130,11 @@ class Served:
     def __init__(self, argv: list[str], port: int, ready_path: str, env: dict[str, str], log: Path) -> None:
         self.argv, self.port, self.ready_path, self.env, self.log = argv, port, ready_path, env, log
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def __enter__(self) -> Self:
         with open(self.log, "wb") as out:
@@ -181,7 +207,8 @@ def main() -> None:
         tmp = Path(tmpdir)
         pin_client()
         print(f"concurrency {args.concurrency}, {args.requests} requests per run, emulator {args.delay_ms} ms")
-        print(f"  {'target':<28} {'workers':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        print(f"  {'target':<28} {'workers':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>9}"
+              f" {'errors':>7}")
         results.append(measure("emulator (direct)", None, f"{emu.url}/chat/completions", args))
         policy = gateway_policy(tmp, emu.url)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -190,9 +217,9 @@ def main() -> None:
             port = free_port()
             argv = [str(bin_dir / "llama-broker"), "serve", "--policy", str(policy), "--port", str(port),
                     "--workers", str(n), "--log-level", "warning"]
-            with Served(argv, port, "/healthz", env, tmp / f"gateway-{n}.log"):
+            with Served(argv, port, "/healthz", env, tmp / f"gateway-{n}.log") as served:
                 results.append(measure("llama-broker serve", n, f"http://127.0.0.1:{port}/v1/chat/completions",
-                                       args))
+                                       args, served.pid))
         if args.granian:
             if not (bin_dir / "granian").exists():
                 print("  granian is not installed in this environment: skipped")
@@ -203,17 +230,18 @@ def main() -> None:
                             str(port), "--workers", str(n), "--loop", "uvloop", "--no-access-log", "--factory",
                             "--log-level", "warning", "broker.gateway.server:worker_app"]
                     genv = {**env, "LLAMA_BROKER_GATEWAY_POLICY": str(policy)}
-                    with Served(argv, port, "/healthz", genv, tmp / f"granian-{n}.log"):
+                    with Served(argv, port, "/healthz", genv, tmp / f"granian-{n}.log") as served:
                         results.append(measure("gateway app on granian", n,
-                                               f"http://127.0.0.1:{port}/v1/chat/completions", args))
+                                               f"http://127.0.0.1:{port}/v1/chat/completions", args, served.pid))
         if litellm_python is not None:
             config = litellm_config(tmp, emu.url)
             for n in worker_counts:
                 port = free_port()
                 argv = [str(litellm_python.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1",
                         "--port", str(port), "--num_workers", str(n)]
-                with Served(argv, port, "/health/liveliness", offline_env(), tmp / f"litellm-{n}.log"):
-                    results.append(measure("LiteLLM proxy", n, f"http://127.0.0.1:{port}/chat/completions", args))
+                with Served(argv, port, "/health/liveliness", offline_env(), tmp / f"litellm-{n}.log") as served:
+                    results.append(measure("LiteLLM proxy", n, f"http://127.0.0.1:{port}/chat/completions", args,
+                                           served.pid))
     report(results, args)
 
 

@@ -51,7 +51,8 @@ def sdk_providers() -> dict[str, Any]:
 
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
-    return {"tracer_provider": tracer_provider, "meter_provider": MeterProvider(metric_readers=[InMemoryMetricReader()])}
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
 
 
 def per_call_us(broker: Broker, calls: int) -> float:
@@ -85,7 +86,10 @@ def main() -> None:
     results: dict[str, list[float]] = {name: [] for name in states}
     with BenchServer() as server, tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
-            for name, (telemetry, sdk) in states.items():  # interleaved, so drift hits every state alike
+            names = list(states)
+            names = names[run % len(names):] + names[: run % len(names)]  # interleaved and rotated
+            for name in names:
+                telemetry, sdk = states[name]
                 ledger = Path(tmp) / f"{name}-{run}.db"
                 with Broker(policy(server.url, ledger, telemetry), **(sdk_providers() if sdk else {})) as broker:
                     results[name].append(per_call_us(broker, args.calls))

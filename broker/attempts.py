@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 
 from .errors import (
     AdapterBug,
@@ -47,16 +48,42 @@ from .policy.decision import Decision
 from .retry import RetryBudget
 from .routes import Route
 from .streaming import StreamAccumulator
-from .types import ChatRequest, ChatResponse, Usage
+from .types import ChatRequest, ChatResponse, RouteInfo, Usage
 from .usage import completion_chars, estimated_usage, usage_problem
 
-__all__ = ["UNUSABLE_ROUTE", "Attempt", "AttemptOutcomes", "CallMeta", "UsageEvents", "request_needs"]
+__all__ = ["UNUSABLE_ROUTE", "Attempt", "AttemptOutcomes", "CallMeta", "UsageEvents", "new_call_id", "request_needs"]
 
 #: What an adapter raises when its route cannot be used at all (not built, not configured, no
 #: credential): the call moves on to the next route, and the route's circuit is not touched.
 UNUSABLE_ROUTE: tuple[type[BrokerError], ...] = (AdapterNotFound, MissingDependency, CredentialsError, PolicyError)
 
 _NOTHING = Usage()
+
+#: every field of `ChatResponse` as this module knows it: while that holds, a finished answer is
+#: built by one constructor call naming them all (else, by `dataclasses.replace`)
+_RESPONSE_FIELDS = (
+    "text", "tool_calls", "finish_reason", "usage", "provider_request_id", "provider_latency_ms", "provider_timings",
+    "cost_usd", "route", "decision", "request_id", "attempts", "latency_ms", "ttft_ms", "provenance",
+)
+_DIRECT = tuple(f.name for f in fields(ChatResponse)) == _RESPONSE_FIELDS
+
+
+def new_call_id() -> str:
+    """A fresh call id: 128 random bits as 32 hex digits, drawn once per call."""
+    return os.urandom(16).hex()
+
+
+def event_id(request_id: str, attempt: int) -> str:
+    """The id of attempt `attempt`'s usage event: the call's random id with the attempt number mixed
+    into its low bits, so one random draw serves the call and all its attempts (ids stay 32 hex
+    digits, distinct per attempt, and collide only as often as random 128-bit ids would).  A call id
+    that is not 32 hex digits gets a random event id of its own."""
+    if len(request_id) == 32:
+        try:
+            return f"{int(request_id, 16) ^ attempt:032x}"
+        except ValueError:
+            pass
+    return new_call_id()
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,14 @@ class UsageEvents:
 
     def __init__(self, *, clock: Callable[[], float], wall: Callable[[], dt.datetime]) -> None:
         self.clock, self.wall = clock, wall
+        self._price_versions: dict[str, tuple[Route, str | None]] = {}  # route id -> (route, its price label)
+
+    def price_version(self, route: Route) -> str | None:
+        """The route's price label, worked out once per route."""
+        found = self._price_versions.get(route.id)
+        if found is None or found[0] is not route:
+            found = self._price_versions[route.id] = (route, route.price.version if route.price else None)
+        return found[1]
 
     def event(
         self,
@@ -103,7 +138,7 @@ class UsageEvents:
         route = attempt.route
         price = route.price
         return UsageEvent(
-            event_id=uuid.uuid4().hex,
+            event_id=event_id(meta.request_id, attempt.number),
             request_id=meta.request_id,
             attempt=attempt.number,
             tenant=meta.tenant,
@@ -119,7 +154,7 @@ class UsageEvents:
             cached_input_tokens=usage.cached_input_tokens,
             usage_estimated=usage.estimated,
             cost_usd=price.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) if price else None,
-            price_version=price.version if price else None,
+            price_version=self.price_version(route),
             latency_ms=(self.clock() - attempt.started) * 1000,
             ttft_ms=(attempt.first_token_at - attempt.started) * 1000 if attempt.first_token_at else None,
             status="error" if error_kind else "ok",
@@ -148,6 +183,7 @@ class AttemptOutcomes:
     ) -> None:
         self.latency, self.circuits, self.budget, self.clock = latency, circuits, budget, clock
         self.events = UsageEvents(clock=clock, wall=wall)
+        self._route_infos: dict[str, tuple[Route, RouteInfo]] = {}
         #: signs the finished answer's provenance record (`broker.provenance`) when the policy turns it on
         self.stamp: Callable[[ChatResponse, CallMeta, Route], ChatResponse] | None = None
 
@@ -187,20 +223,18 @@ class AttemptOutcomes:
         self.budget.deposit(route.id)
         self.latency.observe(route, total_ms=total_ms, output_tokens=usage.output_tokens, ttft_ms=ttft_ms)
         event = self.events.event(attempt, meta, request, usage, completion=response.text)
-        finished = replace(
-            response,
-            usage=usage,
-            cost_usd=event.cost_usd,
-            route=route.info,
-            decision=decision,
-            request_id=meta.request_id,
-            attempts=attempt.number,
-            latency_ms=total_ms,
-            ttft_ms=ttft_ms,
-        )
+        finished = _finished(response, usage, event.cost_usd, self.route_info(route), decision, meta.request_id,
+                             attempt.number, total_ms, ttft_ms)
         if self.stamp is not None:
             finished = self.stamp(finished, meta, route)
         return finished, event
+
+    def route_info(self, route: Route) -> RouteInfo:
+        """Where a call went, built once per route."""
+        found = self._route_infos.get(route.id)
+        if found is None or found[0] is not route:
+            found = self._route_infos[route.id] = (route, route.info)
+        return found[1]
 
     def failed(
         self,
@@ -246,15 +280,47 @@ class AttemptOutcomes:
 
 def request_needs(request: ChatRequest, stream: bool) -> str:
     """What a request asked of a route, as compact JSON for the ledger (never its text)."""
-    return json.dumps(
-        {
-            "json": request.needs_json,
-            "max_tokens": request.max_tokens,
-            "stream": stream,
-            "tools": request.needs_tools,
-            "vision": request.needs_vision,
-        },
-        separators=(",", ":"),
+    key = (request.needs_json, request.max_tokens, stream, request.needs_tools, request.needs_vision)
+    found = _NEEDS_JSON.get(key)
+    if found is None:
+        found = json.dumps(
+            {"json": key[0], "max_tokens": key[1], "stream": key[2], "tools": key[3], "vision": key[4]},
+            separators=(",", ":"),
+        )
+        if len(_NEEDS_JSON) < _NEEDS_JSON_KEPT:
+            _NEEDS_JSON[key] = found
+    return found
+
+
+_NEEDS_JSON: dict[tuple[bool, int | None, bool, bool, bool], str] = {}
+_NEEDS_JSON_KEPT = 4096  # kinds of request remembered (max_tokens varies); past this, each is encoded anew
+
+
+def _finished(
+    response: ChatResponse, usage: Usage, cost: Decimal | None, route: RouteInfo, decision: Decision, request_id: str,
+    attempts: int, latency_ms: float, ttft_ms: float | None,
+) -> ChatResponse:
+    """The answer the caller gets: the adapter's answer (left as it is: adapters may share theirs)
+    with what the broker adds, in one constructor call."""
+    if not _DIRECT:
+        return replace(response, usage=usage, cost_usd=cost, route=route, decision=decision, request_id=request_id,
+                       attempts=attempts, latency_ms=latency_ms, ttft_ms=ttft_ms)
+    return ChatResponse(
+        text=response.text,
+        tool_calls=response.tool_calls,
+        finish_reason=response.finish_reason,
+        usage=usage,
+        provider_request_id=response.provider_request_id,
+        provider_latency_ms=response.provider_latency_ms,
+        provider_timings=response.provider_timings,
+        cost_usd=cost,
+        route=route,
+        decision=decision,
+        request_id=request_id,
+        attempts=attempts,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        provenance=response.provenance,
     )
 
 

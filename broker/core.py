@@ -6,12 +6,12 @@ import asyncio
 import datetime as dt
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import Any
 
 from .adapter import Adapter, AdapterFactory, AdapterRegistry
+from .attempts import new_call_id
 from .audit import open_trail
 from .budgets import open_budget_hook
 from .call_hooks import CallHook
@@ -241,13 +241,13 @@ class BrokerCore:
         decision = self.router.decide(request, call_tenant(tenant), stream=stream)
         tenant_policy = decision.tenant_policy
         meta = CallMeta(
-            request_id=uuid.uuid4().hex,
+            request_id=new_call_id(),
             tenant=decision.tenant,
             tags={**tenant_policy.tags, **checked_tags},
             policy_version=self.policy.version,
             store_text=bool(self.policy.metering.store_text or tenant_policy.store_text),
             stream=stream,
-            decision_id=uuid.uuid4().hex,
+            decision_id=new_call_id(),
         )
         return decision, request, meta
 

@@ -92,6 +92,8 @@ class RetryBudget:
             self._tokens[route_id] = max(0.0, self._tokens.get(route_id, self.capacity) - 1.0)
 
     def deposit(self, route_id: str) -> None:
+        if self._tokens.get(route_id, self.capacity) >= self.capacity:
+            return  # already full
         with self._lock:
             tokens = self._tokens.get(route_id, self.capacity)
             self._tokens[route_id] = min(self.capacity, tokens + self.ratio)

@@ -11,21 +11,28 @@ from broker import Broker, BudgetExceeded
 MSG = [{"role": "user", "content": "Hello, how much does this cost?"}]
 
 
-def hammer(policy: dict[str, Any], calls: int, concurrency: int, go: Any, out: Any) -> None:
-    """`calls` calls of tenant `acme`, `concurrency` at a time, once `go` is set; puts (ok, refused, max cost)."""
+def hammer(policy: dict[str, Any], concurrency: int, go: Any, out: Any) -> None:
+    """`concurrency` threads calling as tenant `acme` once `go` is set, each until the budget refuses it
+    on settled spend alone (not on other calls' open reservations); puts (made, refused, largest cost)."""
     with Broker.from_policy(policy) as broker:
-        def one(_: int) -> Decimal | None:
-            try:
-                reply = broker.chat(model="llama-3.1-8b", messages=MSG, tenant="acme", max_tokens=20)
-            except BudgetExceeded:
-                return None
-            return reply.cost_usd or Decimal(0)
+        def caller(_: int) -> tuple[list[Decimal], int]:
+            costs, refused = [], 0
+            for _ in range(200):
+                try:
+                    reply = broker.chat(model="llama-3.1-8b", messages=MSG, tenant="acme", max_tokens=20)
+                except BudgetExceeded as exc:
+                    refused += 1
+                    if exc.spent_usd + exc.estimate_usd > exc.limit_usd:  # type: ignore[operator]
+                        break
+                    continue
+                costs.append(reply.cost_usd or Decimal(0))
+            return costs, refused
 
         go.wait(60)
         with ThreadPoolExecutor(concurrency) as pool:
-            costs = list(pool.map(one, range(calls)))
-    made = [c for c in costs if c is not None]
-    out.put((len(made), len(costs) - len(made), str(max(made, default=Decimal(0)))))
+            results = list(pool.map(caller, range(concurrency)))
+    made = [c for costs, _ in results for c in costs]
+    out.put((len(made), sum(r for _, r in results), str(max(made, default=Decimal(0)))))
 
 
 def hold(policy: dict[str, Any], calls: int) -> None:

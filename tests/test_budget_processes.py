@@ -35,11 +35,11 @@ def emu() -> Iterator[OpenAICompatEmulator]:
         yield server
 
 
-def shared_policy(emu: OpenAICompatEmulator, ledger_url: str, limit: str) -> dict[str, Any]:
+def shared_policy(emu: OpenAICompatEmulator, ledger_url: str, limit: str, lease_s: float = 30) -> dict[str, Any]:
     return {
         "version": 1,
         "ledger": ledger_url,
-        "budgets": {"lease_s": LEASE_S},
+        "budgets": {"lease_s": lease_s},
         "routes": [local_route(emu, "a", price=PRICE)],
         "tenants": {"acme": {"residency": ["on-prem"], "budget": {"monthly_usd": limit, "on_exceed": "block"}}},
     }
@@ -53,7 +53,7 @@ def test_four_processes_at_concurrency_50_stay_within_one_budget(ledger_url: str
     emu.latency_s = 0.02  # calls overlap: reservations are open while others decide
     policy = shared_policy(emu, ledger_url, "1.00")
     go, out = SPAWN.Event(), SPAWN.Queue()
-    workers = [SPAWN.Process(target=hammer, args=(policy, 100, 50, go, out)) for _ in range(4)]
+    workers = [SPAWN.Process(target=hammer, args=(policy, 50, go, out)) for _ in range(4)]
     for w in workers:
         w.start()
     go.set()
@@ -74,7 +74,7 @@ def test_four_processes_at_concurrency_50_stay_within_one_budget(ledger_url: str
           f"settled ${total} against $1.00; overshoot ${max(overshoot, Decimal(0))} "
           f"(${overshoot}); largest call ${largest}")
     assert total <= Decimal("1.00") + largest
-    assert total > Decimal("0.5") and sum(r[1] for r in results) > 0  # the budget was reached, and held
+    assert total > Decimal("1.00") - Decimal("0.03")  # every caller stopped only once the budget was spent
     with Broker.from_policy(policy) as broker:  # the store agrees with the ledger to the picodollar
         standing = broker._core.budgets.store.standing([month_key()])[month_key()]
     assert standing.settled == total and standing.reserved == 0
@@ -84,7 +84,7 @@ def test_a_killed_process_releases_its_reservations_within_the_lease(
     ledger_url: str, emu: OpenAICompatEmulator
 ) -> None:
     emu.latency_s = 30  # the held calls are never answered in time
-    policy = shared_policy(emu, ledger_url, "0.10")  # room for three $0.03 reservations
+    policy = shared_policy(emu, ledger_url, "0.10", LEASE_S)  # room for three $0.03 reservations
     holder = SPAWN.Process(target=hold, args=(policy, 5))
     holder.start()
     with Broker.from_policy(policy) as broker:

@@ -19,8 +19,6 @@ from broker.provenance import TRAINED_ALGORITHMIC_MEDIA, text_sha256
 from broker.provenance.verify import Verdict, verify_document, verify_record, verify_text
 from broker.testing import OpenAICompatEmulator
 
-pytest.importorskip("c2pa")
-
 MSG = [{"role": "user", "content": "Name a fjord."}]
 runner = CliRunner()
 

@@ -61,7 +61,12 @@ def test_a_gateway_request_is_a_server_span_parenting_the_call_span(served: Any)
     answer = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=10)
     assert answer.status_code == 200
     httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer wrong-key"}, timeout=10)
-    done = list(spans.get_finished_spans())
+    deadline = time.monotonic() + 10  # a server span ends just after its response has left
+    while time.monotonic() < deadline:
+        done = list(spans.get_finished_spans())
+        if sum(s.kind is SpanKind.SERVER for s in done) == 2:
+            break
+        time.sleep(0.01)
     (server,) = [s for s in done if s.kind is SpanKind.SERVER and s.attributes["url.path"] == "/v1/chat/completions"]
     assert server.name == "POST /v1/chat/completions"
     assert server.attributes["http.response.status_code"] == 200 and server.attributes["http.request.method"] == "POST"

@@ -25,6 +25,7 @@ from .policy_cmd import policy_app
 from .provenance_cmd import provenance_app
 from .report_cmd import report
 from .serve_cmd import serve
+from .simulate_cmd import simulate
 
 __all__ = ["BrokerGroup", "app", "error_line", "main"]
 
@@ -62,6 +63,7 @@ app.add_typer(provenance_app, name="provenance", help="Verify the signed provena
 app.add_typer(audit_app, name="audit", help="Stored decisions, and the residency audit of every event.")
 app.command("report", help="Cost report from the usage ledger.")(report)
 app.command("catalog", help="Models x providers x regions: prices, licences, end-of-life dates.")(catalog)
+app.command("simulate", help="Replay the ledger's calls under another policy: cost, routes, refusals.")(simulate)
 app.command("demo", help="Run calls for three tenants against loopback emulators of all five providers.")(demo)
 app.command("serve", help="Serve an OpenAI-compatible HTTP gateway over the broker.")(serve)
 

@@ -113,10 +113,10 @@ class CircuitBoard:
             self._get(route_id).probing = False
 
     def success(self, route_id: str) -> None:
+        c = self._circuits.get(route_id)
+        if c is None or (c.state is CircuitState.CLOSED and not c.failures):
+            return  # closed with no failure counted: nothing to reset
         with self._lock:
-            c = self._circuits.get(route_id)
-            if c is None:
-                return  # never failed: closed, nothing counted
             c.state, c.probing = CircuitState.CLOSED, False
             c.failures.clear()
             self._not_closed.discard(route_id)

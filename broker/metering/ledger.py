@@ -61,5 +61,9 @@ class Ledger(Protocol):
     def count(self) -> int:
         """Number of events in the ledger."""
 
+    def attempts(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+        """Each event's replay facts in ``[since, until)``, oldest first: ids, tenant, model, route,
+        jurisdiction, tokens, cost, status, time and the request's needs; never text or tags."""
+
     def close(self) -> None:
         """Release connections; idempotent."""

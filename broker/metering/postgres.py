@@ -31,6 +31,8 @@ from broker.metering.events import UsageEvent
 from broker.metering.paths import data_dir, redact
 from broker.metering.query import (
     COST_SCALE,
+    REPLAY_COLUMNS,
+    REPLAY_KEYS,
     Dimension,
     filter_equalities,
     parse_group_by,
@@ -124,8 +126,43 @@ _METRICS_SQL = (
     "COUNT(*) FILTER (WHERE cost_usd IS NULL), COUNT(*) FILTER (WHERE usage_estimated), "
     "COUNT(*) FILTER (WHERE status = 'error'), "
     # energy: joules measured, and the output tokens of the events that have a figure
-    "SUM(energy_j), SUM(output_tokens) FILTER (WHERE energy_j IS NOT NULL)"
+    "SUM(energy_j), SUM(output_tokens) FILTER (WHERE energy_j IS NOT NULL), "
+    # requests (first attempts), attempts after the first, and the usage whose price was unknown
+    "COUNT(*) FILTER (WHERE attempt = 1), COUNT(*) FILTER (WHERE attempt > 1), "
+    "SUM(input_tokens) FILTER (WHERE cost_usd IS NULL), SUM(output_tokens) FILTER (WHERE cost_usd IS NULL)"
 )
+#: Attempts after the first, told apart: the same route as the attempt before (a retry) or another
+#: (a failover).  Only requests with more than one attempt are windowed.
+_MOVES_SQL = (
+    "WITH multi AS (SELECT DISTINCT request_id FROM usage_events WHERE attempt > 1), "
+    "tried AS (SELECT *, LAG(route_id) OVER (PARTITION BY request_id ORDER BY attempt) AS prev_route "
+    "FROM usage_events WHERE request_id IN (SELECT request_id FROM multi)) "
+    "SELECT {select}COUNT(*) FILTER (WHERE prev_route = route_id), "
+    "COUNT(*) FILTER (WHERE prev_route <> route_id) FROM tried WHERE {where}"
+)
+
+
+def _group_key(values: Sequence[Any]) -> tuple[Any, ...]:
+    """A group's dimension values as a hashable key (a JSONB tag set as its sorted label)."""
+    return tuple(tags_label(v) if isinstance(v, dict) else v for v in values)
+
+
+def _filter_clauses(filters: Any, params: list[Any]) -> list[str]:
+    """The WHERE clauses of a `ReportFilters` (their values appended to `params`)."""
+    clauses = []
+    for column, value in filter_equalities(filters):
+        clauses.append(f"{column} = %s")
+        params.append(value)
+    for key, value in getattr(filters, "tags", ()):
+        clauses.append("(tags ->> %s) = %s")
+        params += [key, value]
+    if getattr(filters, "since", None) is not None:
+        clauses.append("ts >= %s")
+        params.append(utc(filters.since))
+    if getattr(filters, "until", None) is not None:
+        clauses.append("ts < %s")
+        params.append(utc(filters.until))
+    return clauses
 
 
 def _psycopg() -> Any:
@@ -350,16 +387,7 @@ class PostgresLedger:
         dims = parse_group_by(group_by)
         params: list[Any] = []
         select = [_dimension_sql(d, params) for d in dims]
-        clauses = []
-        for column, value in filter_equalities(filters):
-            clauses.append(f"{column} = %s")
-            params.append(value)
-        if getattr(filters, "since", None) is not None:
-            clauses.append("ts >= %s")
-            params.append(utc(filters.since))
-        if getattr(filters, "until", None) is not None:
-            clauses.append("ts < %s")
-            params.append(utc(filters.until))
+        clauses = _filter_clauses(filters, params)
         sql = f"SELECT {', '.join([*select, _METRICS_SQL])} FROM usage_events"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -367,17 +395,23 @@ class PostgresLedger:
             sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
         with self._lock, self._errors("read"):
             fetched = self._connection().execute(sql, params).fetchall()
+            n = len(dims)
+            moves = self._moves(dims, filters) if any(r[n] and r[n + 11] for r in fetched) else {}
         out = []
         for r in fetched:
-            n = len(dims)
             if not r[n]:
                 continue
             row: dict[str, Any] = {}
             for i, d in enumerate(dims):
                 row[d.key] = tags_label(r[i]) if d.key == "tag" else r[i]
-            calls, tin, tout, tcached, cost, unknown, estimated, errors = r[n : n + 8]
+            attempts, tin, tout, tcached, cost, unknown, estimated, errors = r[n : n + 8]
+            requests, _extra, unpriced_in, unpriced_out = r[n + 10 : n + 14]
+            retries, failovers = moves.get(_group_key(r[:n]), (0, 0))
             row.update(
-                calls=int(calls),
+                calls=int(requests),
+                attempts=int(attempts),
+                retries=retries,
+                failovers=failovers,
                 input_tokens=int(tin or 0),
                 output_tokens=int(tout or 0),
                 cached_input_tokens=int(tcached or 0),
@@ -385,6 +419,8 @@ class PostgresLedger:
                 unknown_cost_calls=int(unknown),
                 estimated_calls=int(estimated),
                 error_calls=int(errors),
+                unpriced_input_tokens=int(unpriced_in or 0),
+                unpriced_output_tokens=int(unpriced_out or 0),
             )
             energy, energy_tokens = r[n + 8 : n + 10]
             row["energy_j"] = None if energy is None else float(energy)
@@ -392,9 +428,43 @@ class PostgresLedger:
             out.append(row)
         return out
 
+    def _moves(self, dims: Sequence[Dimension], filters: Any) -> dict[tuple[Any, ...], tuple[int, int]]:
+        """Retries and failovers per group (a second, narrow pass over multi-attempt requests)."""
+        params: list[Any] = []
+        select = "".join(_dimension_sql(d, params) + ", " for d in dims)
+        clauses = ["attempt > 1", *_filter_clauses(filters, params)]
+        sql = _MOVES_SQL.format(select=select, where=" AND ".join(clauses))
+        if dims:
+            sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
+        fetched = self._connection().execute(sql, params).fetchall()
+        n = len(dims)
+        return {_group_key(r[:n]): (int(r[n]), int(r[n + 1])) for r in fetched}
+
     def count(self) -> int:
         with self._lock, self._errors("read"):
             return int(self._connection().execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
+
+    def attempts(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+        """Every event's replay facts (no text, no tags), oldest first: what `simulate` replays."""
+        clauses, params = [], []
+        if since is not None:
+            clauses.append("ts >= %s")
+            params.append(utc(since))
+        if until is not None:
+            clauses.append("ts < %s")
+            params.append(utc(until))
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = f"SELECT {REPLAY_COLUMNS.replace('cost_picousd', 'cost_usd')} FROM usage_events{where} " \
+              "ORDER BY ts, request_id, attempt"
+        with self._lock, self._errors("read"):
+            fetched = self._connection().execute(sql, params).fetchall()
+        keys = [k if k != "cost_picousd" else "cost_usd" for k in REPLAY_KEYS]
+        rows = []
+        for r in fetched:
+            row = dict(zip(keys, r, strict=True))
+            row["cost_usd"] = None if row["cost_usd"] is None else tidy_decimal(row["cost_usd"])
+            rows.append(row)
+        return rows
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -44,12 +44,17 @@ DIMENSIONS = (
     "day",
     "month",
     "tag",
+    "policy_version",
+    "price_version",
 )
 _ALIASES = {"route": "route_id", "tags": "tag"}
 
 #: Aggregated columns of every report row, in display order.
 METRIC_KEYS = (
     "calls",
+    "attempts",
+    "retries",
+    "failovers",
     "input_tokens",
     "output_tokens",
     "cached_input_tokens",
@@ -57,7 +62,14 @@ METRIC_KEYS = (
     "unknown_cost_calls",
     "estimated_calls",
     "error_calls",
+    "unpriced_input_tokens",
+    "unpriced_output_tokens",
 )
+"""``calls`` counts requests (the first attempt of each ``request_id``); ``attempts`` every
+attempt; ``retries`` the attempts after the first on the same route, ``failovers`` the attempts
+moved to another route, so ``attempts = calls + retries + failovers`` over a whole request.
+The ``*_calls`` counters and the ``unpriced_*_tokens`` (usage whose price was unknown) count
+attempts."""
 
 
 class ReportFilters(BaseModel):
@@ -75,6 +87,9 @@ class ReportFilters(BaseModel):
     model: str | None = None
     region: str | None = None
     jurisdiction: str | None = None
+    route_id: str | None = None
+    #: tag filters: every (key, value) pair must be on the event
+    tags: tuple[tuple[str, str], ...] = ()
 
     @field_validator("since", "until")
     @classmethod
@@ -132,7 +147,7 @@ def utc(value: datetime) -> datetime:
 def filter_equalities(filters: Any) -> list[tuple[str, str]]:
     """(column, value) pairs for the equality filters set on a `ReportFilters`."""
     pairs = []
-    for column in ("tenant", "provider", "model", "region", "jurisdiction"):
+    for column in ("tenant", "provider", "model", "region", "jurisdiction", "route_id"):
         value = getattr(filters, column, None)
         if value is not None:
             pairs.append((column, value))
@@ -191,3 +206,9 @@ def unit_rates(row: dict[str, Any]) -> dict[str, Any]:
         "usd_per_mtok": usd,
         "tokens_per_joule": per_joule,
     }
+
+
+#: the event columns a replay reads, in order (SQLite names; PostgreSQL keeps `cost_usd` as NUMERIC)
+REPLAY_KEYS = ("request_id", "attempt", "tenant", "model", "route_id", "jurisdiction", "input_tokens",
+               "output_tokens", "cached_input_tokens", "cost_picousd", "status", "ts", "needs")
+REPLAY_COLUMNS = ", ".join(REPLAY_KEYS)

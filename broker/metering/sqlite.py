@@ -34,6 +34,8 @@ from broker.metering.deadletter import DeadLetter, isolate, log_refused, reason_
 from broker.metering.events import UsageEvent, tags_json, utc_text
 from broker.metering.paths import data_dir
 from broker.metering.query import (
+    REPLAY_COLUMNS,
+    REPLAY_KEYS,
     Dimension,
     filter_equalities,
     parse_group_by,
@@ -127,7 +129,19 @@ _METRICS_SQL = (
     "SUM(cost_picousd / 1000000), SUM(cost_picousd % 1000000), "
     "SUM(cost_picousd IS NULL), SUM(usage_estimated), SUM(status = 'error'), "
     # energy: joules measured, and the output tokens of the events that have a figure
-    "SUM(energy_j), SUM(CASE WHEN energy_j IS NOT NULL THEN output_tokens END)"
+    "SUM(energy_j), SUM(CASE WHEN energy_j IS NOT NULL THEN output_tokens END), "
+    # requests (first attempts), attempts after the first, and the usage whose price was unknown
+    "SUM(attempt = 1), SUM(attempt > 1), "
+    "SUM(CASE WHEN cost_picousd IS NULL THEN input_tokens END), "
+    "SUM(CASE WHEN cost_picousd IS NULL THEN output_tokens END)"
+)
+#: Attempts after the first, told apart: the same route as the attempt before (a retry) or
+#: another (a failover).  Only requests with more than one attempt are windowed.
+_MOVES_SQL = (
+    "WITH multi AS (SELECT DISTINCT request_id FROM usage_events NOT INDEXED WHERE attempt > 1), "
+    "tried AS (SELECT *, LAG(route_id) OVER (PARTITION BY request_id ORDER BY attempt) AS prev_route "
+    "FROM usage_events WHERE request_id IN (SELECT request_id FROM multi)) "
+    "SELECT {select}SUM(prev_route = route_id), SUM(prev_route <> route_id) FROM tried{where}"
 )
 
 
@@ -368,13 +382,36 @@ class SQLiteLedger:
             sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
         with self._lock, self._errors("read"):
             fetched = self._connection().execute(sql, [*params, *where_params]).fetchall()
-        return [self._to_row(dims, r) for r in fetched if r[len(dims)]]
+            n = len(dims)
+            moves = self._moves(dims, filters) if any(r[n] and r[n + 12] for r in fetched) else {}
+        rows = []
+        for r in fetched:
+            if r[len(dims)]:
+                row = self._to_row(dims, r)
+                row["retries"], row["failovers"] = moves.get(tuple(r[:n]), (0, 0))
+                rows.append(row)
+        return rows
 
-    def _where(self, filters: Any) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+    def _moves(self, dims: Sequence[Dimension], filters: Any) -> dict[tuple[Any, ...], tuple[int, int]]:
+        """Retries and failovers per group (a second, narrow pass over multi-attempt requests)."""
+        params: list[Any] = []
+        select = "".join(_dimension_sql(d, params) + ", " for d in dims)
+        where, where_params = self._where(filters, ("attempt > 1",))
+        sql = _MOVES_SQL.format(select=select, where=where)
+        if dims:
+            sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
+        fetched = self._connection().execute(sql, [*params, *where_params]).fetchall()
+        n = len(dims)
+        return {tuple(r[:n]): (int(r[n] or 0), int(r[n + 1] or 0)) for r in fetched}
+
+    def _where(self, filters: Any, extra: Sequence[str] = ()) -> tuple[str, list[Any]]:
+        clauses, params = list(extra), []
         for column, value in filter_equalities(filters):
             clauses.append(f"{column} = ?")
             params.append(value)
+        for key, value in getattr(filters, "tags", ()):
+            clauses.append("(SELECT value FROM json_each(tags) WHERE key = ?) = ?")
+            params += [key, value]
         if getattr(filters, "since", None) is not None:
             clauses.append("ts >= ?")
             params.append(ts_text(filters.since))
@@ -389,9 +426,13 @@ class SQLiteLedger:
         for i, d in enumerate(dims):
             row[d.key] = tags_label(json.loads(r[i])) if d.key == "tag" else r[i]
         n = len(dims)
-        calls, tin, tout, tcached, micro, rest, unknown, estimated, errors = r[n : n + 9]
+        attempts, tin, tout, tcached, micro, rest, unknown, estimated, errors = r[n : n + 9]
+        requests, _extra, unpriced_in, unpriced_out = r[n + 11 : n + 15]
         row.update(
-            calls=calls,
+            calls=requests or 0,
+            attempts=attempts,
+            retries=0,
+            failovers=0,
             input_tokens=tin or 0,
             output_tokens=tout or 0,
             cached_input_tokens=tcached or 0,
@@ -399,6 +440,8 @@ class SQLiteLedger:
             unknown_cost_calls=unknown or 0,
             estimated_calls=estimated or 0,
             error_calls=errors or 0,
+            unpriced_input_tokens=unpriced_in or 0,
+            unpriced_output_tokens=unpriced_out or 0,
         )
         row["energy_j"], row["energy_output_tokens"] = r[n + 9], r[n + 10] or 0
         return row
@@ -406,6 +449,29 @@ class SQLiteLedger:
     def count(self) -> int:
         with self._lock, self._errors("read"):
             return int(self._connection().execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
+
+    def attempts(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+        """Every event's replay facts (no text, no tags), oldest first: what `simulate` replays."""
+        clauses, params = [], []
+        if since is not None:
+            clauses.append("ts >= ?")
+            params.append(ts_text(since))
+        if until is not None:
+            clauses.append("ts < ?")
+            params.append(ts_text(until))
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = f"SELECT {REPLAY_COLUMNS} FROM usage_events{where} ORDER BY ts, request_id, attempt"
+        with self._lock, self._errors("read"):
+            fetched = self._connection().execute(sql, params).fetchall()
+        rows = []
+        for r in fetched:
+            row = dict(zip(REPLAY_KEYS, r, strict=True))
+            pico = row.pop("cost_picousd")
+            row["cost_usd"] = None if pico is None else tidy_decimal(Decimal(pico).scaleb(-12))
+            ts = datetime.fromisoformat(row["ts"])
+            row["ts"] = ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
+            rows.append(row)
+        return rows
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -65,10 +65,11 @@ class Needs:
 NEEDS_VARIANTS = (Needs(), Needs(tools=True), Needs(vision=True), Needs(json=True), Needs(stream=True))
 
 
-def probe_request(model: str, needs: Needs) -> ChatRequest:
-    content: Any = "probe"
+def probe_request(model: str, needs: Needs, *, input_tokens: int | None = None) -> ChatRequest:
+    """A request with `needs` whose prompt the router estimates at `input_tokens` (about) when given."""
+    content: Any = "x" * max(4, (input_tokens - 4) * 4) if input_tokens else "probe"
     if needs.vision:
-        content = [{"type": "text", "text": "probe"}, {"type": "image_url", "image_url": {"url": _IMAGE}}]
+        content = [{"type": "text", "text": content}, {"type": "image_url", "image_url": {"url": _IMAGE}}]
     params: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
     if needs.tools:
         params["tools"] = [{"type": "function", "function": {"name": "probe"}}]
@@ -102,10 +103,12 @@ class Probe:
         spend = _FixedSpend(spent_usd) if spent_usd is not None else None
         self.router = Router(policy, latency=LatencyTracker(), circuits=CircuitBoard(), spend=spend, now=lambda: at)
 
-    def decide(self, tenant: str, model: str, needs: Needs) -> Decision | BrokerError:
+    def decide(self, tenant: str, model: str, needs: Needs, *, input_tokens: int | None = None
+               ) -> Decision | BrokerError:
         """The decision for a probe call, or the broker error that refused it."""
         try:
-            return self.router.decide(probe_request(model, needs), tenant, stream=needs.stream)
+            request = probe_request(model, needs, input_tokens=input_tokens)
+            return self.router.decide(request, tenant, stream=needs.stream)
         except BrokerError as exc:
             return exc
 
