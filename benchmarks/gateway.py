@@ -1,17 +1,18 @@
 """The OpenAI-compatible gateway under load: `llama-broker serve` against the emulator and LiteLLM's proxy.
 
-    .venv/bin/python -m benchmarks.gateway [--requests 4000] [--concurrency 64] [--runs 1] [--granian]
+    .venv/bin/python -m benchmarks.gateway [--requests 4000] [--concurrency 64] [--runs 1] [--uvicorn]
                                            [--json PATH]
 
 One aiohttp load generator (this process, closed loop, `--concurrency` requests in flight) calls,
 in the same run and in turn:
 
 - the emulator directly (`_server.BenchServer`, in its own process, 1 ms per answer);
-- `llama-broker serve` with 1 and 2 workers, one local route to that emulator, one tenant by key,
-  every call metered (batched, SQLite);
+- `llama-broker serve` (granian) with 1 and 2 workers, one local route to that emulator, one tenant
+  by key, every call metered (batched, SQLite);
 - LiteLLM's proxy (`litellm[proxy]`, installed on first use into `.bench/venv`, run offline with
   `LITELLM_LOCAL_MODEL_COST_MAP=True`) with 1 and 2 workers, one model on the same emulator;
-- with `--granian`, the same gateway application on granian instead of uvicorn (when installed).
+- with `--uvicorn`, the same gateway application on uvicorn (uvloop, httptools): the comparison
+  that chose granian.
 
 It prints requests/s, p50 and p99 latency, the CPU time the server's processes spent per request
 (steadier than req/s on a busy machine), and what each adds over the emulator's own p50/p99, with
@@ -183,6 +184,7 @@ def litellm_config(tmp: Path, upstream: str) -> Path:
         "model_list": [{"model_name": MODEL, "litellm_params": {"model": "openai/bench", "api_base": upstream,
                                                                  "api_key": "bench"}}],
         "litellm_settings": {"telemetry": False, "drop_params": True},
+        "general_settings": {"master_key": KEY},  # it authenticates the same key, as the gateway does
     }))
     return path
 
@@ -196,7 +198,7 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=1.0, help="the emulator's time per answer")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--no-litellm", action="store_true")
-    parser.add_argument("--granian", action="store_true", help="also the gateway app on granian")
+    parser.add_argument("--uvicorn", action="store_true", help="also the gateway app on uvicorn")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
@@ -220,18 +222,18 @@ def main() -> None:
             with Served(argv, port, "/healthz", env, tmp / f"gateway-{n}.log") as served:
                 results.append(measure("llama-broker serve", n, f"http://127.0.0.1:{port}/v1/chat/completions",
                                        args, served.pid))
-        if args.granian:
-            if not (bin_dir / "granian").exists():
-                print("  granian is not installed in this environment: skipped")
+        if args.uvicorn:
+            if not (bin_dir / "uvicorn").exists():
+                print("  uvicorn is not installed in this environment: skipped")
             else:
                 for n in worker_counts:
                     port = free_port()
-                    argv = [str(bin_dir / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
-                            str(port), "--workers", str(n), "--loop", "uvloop", "--no-access-log", "--factory",
-                            "--log-level", "warning", "broker.gateway.server:worker_app"]
-                    genv = {**env, "LLAMA_BROKER_GATEWAY_POLICY": str(policy)}
-                    with Served(argv, port, "/healthz", genv, tmp / f"granian-{n}.log") as served:
-                        results.append(measure("gateway app on granian", n,
+                    argv = [str(bin_dir / "uvicorn"), "--factory", "broker.gateway.server:worker_app", "--host",
+                            "127.0.0.1", "--port", str(port), "--workers", str(n), "--loop", "uvloop", "--http",
+                            "httptools", "--no-access-log", "--log-level", "warning"]
+                    uenv = {**env, "LLAMA_BROKER_GATEWAY_POLICY": str(policy)}
+                    with Served(argv, port, "/healthz", uenv, tmp / f"uvicorn-{n}.log") as served:
+                        results.append(measure("gateway app on uvicorn", n,
                                                f"http://127.0.0.1:{port}/v1/chat/completions", args, served.pid))
         if litellm_python is not None:
             config = litellm_config(tmp, emu.url)

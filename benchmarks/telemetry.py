@@ -8,8 +8,8 @@ local route metered to SQLite, per call (median of runs), in four states:
   noop       telemetry on with the API's no-op global providers (nothing configured)
   sdk        SDK providers: batched spans to an in-memory exporter, metrics to an in-memory reader
   sdk+text   the same with `capture_content: true` (prompt and completion JSON on the call span)
-and `import broker` with and without importing the telemetry hook (python -X importtime, a
-fresh interpreter each time, median of 5).
+then the hook alone with no I/O (steadier on a busy machine), and `import broker` with and
+without importing the telemetry hook (a fresh interpreter each time, median of 5).
 """
 
 from __future__ import annotations
@@ -64,6 +64,36 @@ def per_call_us(broker: Broker, calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
+def hook_us(providers: dict[str, Any], capture: bool, calls: int = 5000) -> float:
+    """The telemetry hook alone, per call (open, one attempt, close): no network, no ledger."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from broker.attempts import CallMeta
+    from broker.metering.events import UsageEvent
+    from broker.routes import Route
+    from broker.telemetry.hook import TelemetryHook
+    from broker.types import ChatRequest, ChatResponse, Usage
+
+    hook = TelemetryHook(capture_content=capture, **providers)
+    request = ChatRequest(model="llama-3.1-8b", messages=MESSAGES)
+    route = Route(id="r", provider="local", model="llama-3.1-8b", model_id="bench", jurisdiction="on-prem",
+                  endpoint="http://127.0.0.1:8000/v1")
+    meta = CallMeta(request_id="r" * 32, tenant="default", tags={}, policy_version="v", decision_id="d" * 32)
+    event = UsageEvent(event_id="e", request_id="r", attempt=1, tenant="default", tags={}, model="llama-3.1-8b",
+                       provider="local", region=None, jurisdiction="on-prem", model_id="bench", route_id="r",
+                       input_tokens=12, output_tokens=30, cached_input_tokens=0, usage_estimated=False,
+                       cost_usd=Decimal("0.000004"), price_version="p", latency_ms=5.0, ttft_ms=None, status="ok",
+                       error_kind=None, timestamp=dt.datetime.now(dt.timezone.utc), policy_version="v")
+    response = ChatResponse(text="an answer", usage=Usage(input_tokens=12, output_tokens=30))
+    start = time.perf_counter()
+    for _ in range(calls):
+        scope = hook.open(request, None, meta)  # type: ignore[arg-type]
+        scope.attempted(route, event)
+        scope.close(response, None)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
 def import_ms(code: str) -> float:
     """Median cumulative import time of `broker` (and what `code` adds) in a fresh interpreter."""
     times = []
@@ -98,6 +128,10 @@ def main() -> None:
     for name, values in results.items():
         median = statistics.median(values)
         print(f"  {name:<9} {median:8.1f} us/call   {median - base:+7.1f} us vs off")
+    print("the telemetry hook alone (open + one attempt + close, no I/O), per call:")
+    print(f"  noop      {hook_us({}, False):8.1f} us")
+    print(f"  sdk       {hook_us(sdk_providers(), False):8.1f} us")
+    print(f"  sdk+text  {hook_us(sdk_providers(), True):8.1f} us")
     plain = import_ms("import broker")
     hooked = import_ms("import broker, broker.telemetry.hook")
     print(f"import broker: {plain:.0f} ms wall (fresh interpreter); with the telemetry hook imported: "

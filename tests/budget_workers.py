@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,7 @@ def hammer(policy: dict[str, Any], concurrency: int, go: Any, out: Any) -> None:
                     refused += 1
                     if exc.spent_usd + exc.estimate_usd > exc.limit_usd:  # type: ignore[operator]
                         break
+                    time.sleep(0.005)  # refused on others' open reservations: try again shortly
                     continue
                 costs.append(reply.cost_usd or Decimal(0))
             return costs, refused

@@ -25,7 +25,7 @@ from broker.metering import open_ledger
 from broker.testing import OpenAICompatEmulator
 
 PRICE = {"input_per_mtok": "400", "output_per_mtok": "400"}  # $0.0112 a call, $0.03 reserved
-LEASE_S = 1.0
+LEASE_S = 2.0
 SPAWN = multiprocessing.get_context("spawn")
 
 

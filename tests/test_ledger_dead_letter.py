@@ -15,7 +15,7 @@ from ledger_fixtures import make_event
 from broker.errors import MeteringError
 from broker.metering import MAX_TOKENS_PER_EVENT, event_to_json, open_ledger, replay_spill
 from broker.metering.events import dumps_event
-from broker.metering.sqlite import SQLiteLedger
+from broker.metering.sqlite import SCHEMA_VERSION, SQLiteLedger
 from broker.reports import ReportFilters
 
 MARCH = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -208,7 +208,7 @@ def test_schema_v1_files_gain_the_dead_letter_table(tmp_path: Path) -> None:
     assert ledger.write([make_event(), make_event(input_tokens=-1)]) == 1
     assert len(ledger.dead_letters()) == 1
     ledger.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_an_event_whose_row_cannot_be_built_is_set_aside(any_ledger) -> None:

@@ -138,10 +138,9 @@ def test_html_report_is_self_contained_and_deterministic(seeded, tmp_path: Path)
     html = path.read_text()
     for chart_id in CHART_IDS:
         assert f'id="{chart_id}"' in html
-        assert f'Plotly.newPlot(                        "{chart_id}"' in html or f'"{chart_id}"' in html
         assert f'id="section-{chart_id.removeprefix("chart-")}"' in html
-    assert "plotly.js v" in html and len(html) > 1_000_000  # plotly.js inlined
-    assert "<script src" not in html.replace(" ", "")
+    assert "<script" not in html and len(html) < 1_500_000  # inline SVG: no script, small
+
     assert 'id="report-table"' in html and 'class="report-table"' in html
     assert EVIL not in html  # escaped in the table and in the chart JSON
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -153,7 +152,7 @@ def test_html_report_is_self_contained_and_deterministic(seeded, tmp_path: Path)
 def test_html_from_rows_alone_marks_missing_charts(seeded) -> None:
     html = render_html(report_rows(seeded, ["tenant"]))
     assert all(f'id="{c}"' in html for c in CHART_IDS)
-    assert html.count("no data for this selection") == 3  # only spend-per-tenant can be drawn
+    assert html.count("no data for this selection") == len(CHART_IDS) - 1  # only spend-per-tenant can be drawn
 
 
 def test_parse_time() -> None:

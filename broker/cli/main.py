@@ -58,6 +58,29 @@ app = typer.Typer(
     add_completion=False,
     cls=BrokerGroup,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("llama-broker")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            number = "unknown"
+        typer.echo(f"llama-broker {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Route Llama chat calls across Bedrock, Vertex AI, Azure AI Foundry, Groq and local runners."""
+
+
 app.add_typer(policy_app, name="policy", help="Validate and inspect policy files.")
 app.add_typer(provenance_app, name="provenance", help="Verify the signed provenance record of an answer.")
 app.add_typer(audit_app, name="audit", help="Stored decisions, and the residency audit of every event.")

@@ -6,8 +6,9 @@
     app = Gateway("policies/gateway.yaml")      # an ASGI application; run it on any ASGI server
 
 API keys map to tenants in the policy (`api_keys:` by environment variable or SHA-256, see
-`broker.gateway.keys`); statuses follow `broker.gateway.errors.STATUS_TABLE`.  The server
-(uvicorn, ASGI server libraries) comes with the `gateway` extra and is imported only here.
+`broker.gateway.keys`); statuses follow `broker.gateway.errors.STATUS_TABLE`.  `llama-broker
+serve` runs it on granian (`broker.gateway.server`); granian and prometheus-client come with the
+`gateway` extra and are imported only by this package.
 """
 
 from .app import METRICS_TOKEN_ENV, Gateway

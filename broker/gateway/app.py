@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -90,6 +91,9 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.closing = False
         self._closed = False
+        # request ids: a random prefix per process and a counter (uuid4 per request costs a urandom call)
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count()
         # with telemetry on, a SERVER span per request, the parent of its call spans (broker/telemetry/)
         telemetry = self.broker._core.telemetry
         self._server_spans = telemetry.server_spans() if telemetry is not None else None
@@ -127,7 +131,7 @@ class Gateway:
             await self.broker.aclose()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = uuid.uuid4().hex
+        rid = f"{self._id_prefix}{next(self._id_counter):016x}"
         path, method = scope["path"], scope["method"]
         headers = dict(scope["headers"])
         own = [(b"x-request-id", rid.encode())]

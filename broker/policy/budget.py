@@ -278,13 +278,15 @@ def check_budget(
     Refuses (`BudgetExceeded`) when a `block` limit cannot fit even the cheapest route, moves the
     call to `downgrade_to` when a `downgrade` limit cannot, and warns for `alert`.  Provider limits
     act per route, in the hook.  `remaining` is always None: the reservation, not a filter, holds.
+    When every limit is `block` and `spend` is a shared store, the store is not read here: the
+    reservation gives the same answer, with the same figures, one round trip later.
     """
     if spend is None:
         return BudgetState(model, None, None, ())
     source = spend if isinstance(spend, BudgetSource) else _FromSpend(spend)
     limits = [lim for lim in source.limits(tenant, name, now) if lim.provider is None]
-    if not limits:
-        return BudgetState(model, None, None, ())
+    if not limits or (source is spend and all(lim.on_exceed == "block" for lim in limits)):
+        return BudgetState(model, None, None, ())  # a shared store's `block` acts at the reservation alone
     routes = (routes_of(model) if routes_of is not None else None) or ()
     estimate = min((upper_bound_cost(r, request) for r in routes), default=Decimal(0)) if request else Decimal(0)
     over = [(lim, st) for lim, st in zip(limits, source.standing(limits), strict=True) if exceeded(lim, st, estimate)]

@@ -25,7 +25,7 @@ def usd_decimals(values: Iterable[Decimal | float | int | None]) -> int:
     return digits
 
 
-def format_usd(value: Decimal | float | int | None, decimals: int | None = None, *, unknown: str = "unknown") -> str:
+def format_usd(value: Decimal | float | None, decimals: int | None = None, *, unknown: str = "unknown") -> str:
     """``$1,234.57`` (``-$3.10`` below zero); `unknown` for None.  Decimals default to `usd_decimals`."""
     if value is None:
         return unknown

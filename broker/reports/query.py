@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_GROUP_BY",
     "IDENTITY_KEYS",
     "ReportFilters",
+    "month_bounds",
     "parse_time",
     "report_rows",
 ]
@@ -107,3 +108,15 @@ def parse_time(value: str | None, *, end: bool = False, now: datetime | None = N
 def _day_bound(day: date, end: bool) -> datetime:
     start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
     return start + timedelta(days=1) if end else start
+
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def month_bounds(value: str) -> tuple[datetime, datetime]:
+    """``2026-11`` as its UTC bounds: the first instant of the month and of the next one."""
+    match = _MONTH.match(value.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise ValueError(f"cannot read month {value!r}: use YYYY-MM, e.g. 2026-11")
+    start = datetime(int(match.group(1)), int(match.group(2)), 1, tzinfo=timezone.utc)
+    return start, (start + timedelta(days=32)).replace(day=1)

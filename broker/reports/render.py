@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import IO, Any
 
 from broker.metering.query import METRIC_KEYS, tidy_decimal
+from broker.reports.money import format_usd, usd_decimals
 
 __all__ = [
     "HEADERS",
@@ -31,7 +32,12 @@ __all__ = [
 ]
 
 HEADERS = {
-    "calls": "calls",
+    "calls": "requests",
+    "attempts": "attempts",
+    "retries": "retries",
+    "failovers": "failovers",
+    "unpriced_input_tokens": "unpriced in tok",
+    "unpriced_output_tokens": "unpriced out tok",
     "input_tokens": "input tok",
     "output_tokens": "output tok",
     "cached_input_tokens": "cached tok",
@@ -110,7 +116,8 @@ def cell_text(key: str, value: Any) -> str:
 
 
 #: Metric columns the table leaves out when they are zero on every row.
-_OPTIONAL = ("cached_input_tokens", "estimated_calls", "error_calls", "energy_j", "tokens_per_joule")
+_OPTIONAL = ("cached_input_tokens", "estimated_calls", "error_calls", "energy_j", "tokens_per_joule", "retries",
+             "failovers", "unpriced_input_tokens", "unpriced_output_tokens")
 
 
 def render_table(rows: Sequence[dict[str, Any]], *, title: str | None = None) -> Any:
@@ -120,12 +127,17 @@ def render_table(rows: Sequence[dict[str, Any]], *, title: str | None = None) ->
     cols = [c for c in columns(rows) if c not in _OPTIONAL or any(row.get(c) for row in rows)]
     table = Table(title=title, show_footer=bool(rows))
     total = totals(rows)
+    places = usd_decimals([row.get("cost_usd") for row in rows])
+
+    def text(c: str, value: Any) -> str:  # money as $ with one number of decimals for the column
+        return format_usd(value, places) if c == "cost_usd" else cell_text(c, value)
+
     for i, c in enumerate(cols):
         numeric = c in METRIC_KEYS
-        footer = cell_text(c, total[c]) if numeric else ("total" if i == 0 else "")
+        footer = text(c, total[c]) if numeric else ("total" if i == 0 else "")
         table.add_column(HEADERS.get(c, c), justify="right" if numeric else "left", footer=footer)
     for row in rows:
-        table.add_row(*(cell_text(c, row.get(c)) for c in cols))
+        table.add_row(*(text(c, row.get(c)) for c in cols))
     return table
 
 

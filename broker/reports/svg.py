@@ -165,13 +165,13 @@ def bar_chart(
             if stacked:
                 base += value
         for m in markers:
-            value = m.values[i]
-            if value is not None:
-                y = y_of(float(value))
+            mark = m.values[i]
+            if mark is not None:
+                y = y_of(float(mark))
                 parts.append(f'<line class="marker" data-series="{_esc(m.name)}" data-category="{_esc(category)}" '
                              f'x1="{x0 - 3:.1f}" x2="{x0 + slot * 0.7 + 3:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
                              f'stroke="{m.colour}" stroke-width="3"><title>{_esc(m.name)}: '
-                             f"{_esc(format_usd(Decimal(repr(float(value)))))}</title></line>")
+                             f"{_esc(format_usd(Decimal(repr(float(mark)))))}</title></line>")
         if flags and flags[i]:
             parts.append(f'<text class="flag" data-category="{_esc(category)}" x="{x0 + slot * 0.35:.1f}" '
                          f'y="{frame.top + 11}" text-anchor="middle" font-size="11" font-weight="700" '
