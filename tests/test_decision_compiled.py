@@ -157,7 +157,8 @@ def test_the_explanation_says_what_was_seen_when_the_call_was_decided() -> None:
     rng = random.Random(99)
     doc = generated(rng, n_routes=10, n_tenants=5)
     for t in doc["tenants"].values():
-        t["residency"], t.pop("max_price_per_mtok", None), t.pop("latency_slo_ms", None)
+        t.pop("max_price_per_mtok", None)
+        t.pop("latency_slo_ms", None)
     doc["tenants"]["t00"]["residency"] = "any"
     doc["tenants"]["t00"]["latency_slo_ms"] = {"p50": 2500}
 
@@ -174,7 +175,11 @@ def test_the_explanation_says_what_was_seen_when_the_call_was_decided() -> None:
     decision = lazy_router.decide(request, "t00")
     for route in policy.routes:  # health moves on before anyone asks why
         latency.observe(route, total_ms=9000.0, output_tokens=10)
-        circuits.success(route.id) if rng.random() < 0.5 else [circuits.failure(route.id) for _ in range(5)]
+        if rng.random() < 0.5:
+            circuits.success(route.id)
+        else:
+            for _ in range(5):
+                circuits.failure(route.id)
     assert decision.to_dict() == eager
     assert "removed by" in decision.explain() and decision.routes
 
@@ -226,7 +231,8 @@ def test_a_circuit_that_opens_removes_its_route_and_says_so() -> None:
     doc = generated(random.Random(3), n_routes=4, n_tenants=1)
     doc["tenants"] = {"acme": {"residency": "any"}}
     for r in doc["routes"]:
-        r.pop("capabilities", None), r.pop("lifecycle", None)
+        r.pop("capabilities", None)
+        r.pop("lifecycle", None)
         r["price"] = {"input_per_mtok": "0.1", "output_per_mtok": "0.1"}
     now = [0.0]
     circuits = CircuitBoard(clock=lambda: now[0], cooldown_s=10.0)

@@ -11,8 +11,9 @@ A reservation is one call of that function, so one transaction.  It first locks 
 calls sharing limits); its next statements take fresh snapshots (a volatile PL/pgSQL function
 under READ COMMITTED), so they see every reservation committed before the lock was granted: it
 computes each key's settled spend plus live reservations and inserts all the holds only if every
-capped one fits (``INSERT ... SELECT ... WHERE``), returning what it saw.  Live means ``expires_at`` is after the server's ``clock_timestamp()``: leases use
-the database's clock, never a host's.  Settling locks the same rows, deletes the reservation and
+capped one fits (``INSERT ... SELECT ... WHERE``), returning what it saw.  Live means
+``expires_at`` is after the server's ``clock_timestamp()``: leases use the database's clock,
+never a host's.  Settling locks the same rows, deletes the reservation and
 adds the cost, in one statement.  The store's sessions commit with ``synchronous_commit = off``:
 a commit is visible to all at once, but the last fraction of a second of reservations and
 settlements may be lost if the database server itself crashes.

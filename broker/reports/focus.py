@@ -188,8 +188,8 @@ def write_focus_parquet(rows: Sequence[dict[str, Any]] | Iterator[dict[str, Any]
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
-        err = MissingDependency("FOCUS Parquet export", "pyarrow", "focus")
-        err.args = ("Parquet needs pyarrow: pip install 'llama-broker[focus]' (or write CSV)",)
+        err = MissingDependency("FOCUS Parquet export", "pyarrow", "reports")
+        err.args = ("Parquet needs pyarrow: pip install 'llama-broker[reports]' (or write CSV)",)
         raise err from exc
     listed = list(rows)
     fields = []
