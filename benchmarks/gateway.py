@@ -142,7 +142,7 @@ class Served:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(self.proc.pid, range(os.cpu_count() or 1))
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         import urllib.request
 
         while time.monotonic() < deadline:
@@ -241,9 +241,14 @@ def main() -> None:
                 port = free_port()
                 argv = [str(litellm_python.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1",
                         "--port", str(port), "--num_workers", str(n)]
-                with Served(argv, port, "/health/liveliness", offline_env(), tmp / f"litellm-{n}.log") as served:
-                    results.append(measure("LiteLLM proxy", n, f"http://127.0.0.1:{port}/chat/completions", args,
-                                           served.pid))
+                log = tmp / f"litellm-{n}.log"
+                try:
+                    with Served(argv, port, "/health/liveliness", offline_env(), log) as served:
+                        results.append(measure("LiteLLM proxy", n, f"http://127.0.0.1:{port}/chat/completions",
+                                               args, served.pid))
+                except RuntimeError as exc:  # say so and go on: the other figures of the run still count
+                    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+                    print(f"  LiteLLM proxy, {n} worker(s): {exc}; last lines: {' | '.join(tail)}")
     report(results, args)
 
 

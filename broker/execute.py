@@ -180,9 +180,15 @@ class Executor:
         return watch
 
     async def _aopen(self, request: ChatRequest, decision: Decision, meta: CallMeta) -> _Watch:
-        if self.hooks and any(hook.blocking for hook in self.hooks):
-            return await asyncio.to_thread(self._open, request, decision, meta)
-        return self._open(request, decision, meta)
+        if not (self.hooks and any(hook.blocking for hook in self.hooks)):
+            return self._open(request, decision, meta)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open, request, decision, meta))
+        try:
+            return await _finished(opening)
+        except asyncio.CancelledError as exc:  # cancelled while the scopes opened: what they took is given back
+            if opening.done() and not opening.cancelled() and opening.exception() is None:
+                opening.result().close(None, exc)
+            raise
 
     # ------------------------------------------------------------------ sync
 
@@ -433,8 +439,8 @@ class _Watch:
                 log.exception("a call hook failed to close a call")
 
     async def aclaim(self, route: Route, decision: Decision) -> bool:
-        if self.blocking:
-            return await asyncio.to_thread(self.claim, route, decision)
+        if self.blocking:  # a cancelled caller still waits for the claim: its close then releases what it took
+            return await _finished(asyncio.ensure_future(asyncio.to_thread(self.claim, route, decision)))
         return self.claim(route, decision)
 
     async def aattempted(self, route: Route, event: UsageEvent) -> None:
@@ -451,6 +457,30 @@ class _Watch:
 
 
 _NO_WATCH = _Watch(False)
+
+
+async def _finished(step: asyncio.Future[Any]) -> Any:
+    """The result of a hook step running in a worker thread, which a cancellation cannot stop.
+
+    A cancelled caller waits for the step to end before `CancelledError` goes on, so whatever the
+    step took (a reservation, a rate-limit request) is known to the call's scopes when they close.
+    """
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(step)
+        except asyncio.CancelledError as exc:
+            if step.done():
+                raise
+            cancelled = exc
+            continue
+        except BaseException:
+            if cancelled is not None:  # the step failed after the caller was cancelled: the cancellation wins
+                raise cancelled from None
+            raise
+        if cancelled is not None:
+            raise cancelled
+        return result
 
 
 def _final(response: ChatResponse) -> StreamEvent:

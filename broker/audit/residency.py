@@ -3,7 +3,9 @@
 An event whose version is stored is checked: its jurisdiction must be one its tenant's rules in
 that version allowed (a tenant name the version does not have gets what unknown names got, `*`).
 An event whose version was never stored cannot be checked: it is counted apart, per tenant, as
-unverifiable, never as compliant.  The check runs in SQL on either backend.
+unverifiable, never as compliant.  Events of calls whose text never left the process (an input
+guardrail's block: provider `broker`, jurisdiction `none`) are neither checked nor counted.  The
+check runs in SQL on either backend.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ RESIDENCY_VIOLATIONS = """
 SELECT e.event_id, e.request_id, e.decision_id, e.ts, e.tenant, e.provider, e.region, e.jurisdiction,
        e.route_id, e.policy_version
 FROM usage_events e JOIN audit_policy_versions v ON v.version = e.policy_version
-WHERE {tenant} NOT EXISTS (
+WHERE {tenant} NOT (e.provider = 'broker' AND e.jurisdiction = 'none') AND NOT EXISTS (
     SELECT 1 FROM audit_policy_residency r
     WHERE r.version = e.policy_version
       AND r.tenant = CASE WHEN EXISTS (
@@ -33,7 +35,7 @@ ORDER BY e.ts, e.event_id
 RESIDENCY_COUNTS = """
 SELECT e.tenant, (v.version IS NOT NULL) AS known, COUNT(*)
 FROM usage_events e LEFT JOIN audit_policy_versions v ON v.version = e.policy_version
-{where}
+WHERE {tenant} NOT (e.provider = 'broker' AND e.jurisdiction = 'none')
 GROUP BY e.tenant, (v.version IS NOT NULL)
 """
 

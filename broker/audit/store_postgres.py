@@ -149,7 +149,7 @@ class PostgresAuditStore:
                 RESIDENCY_VIOLATIONS.format(tenant="e.tenant = %s AND" if tenant else ""), params
             ).fetchall()
             counts = self._conn.execute(
-                RESIDENCY_COUNTS.format(where="WHERE e.tenant = %s" if tenant else ""), params
+                RESIDENCY_COUNTS.format(tenant="e.tenant = %s AND" if tenant else ""), params
             ).fetchall()
         violations = tuple(Violation(r[0], r[1], r[2], r[3].astimezone(dt.timezone.utc), *r[4:]) for r in bad)
         checked = sum(int(n) for _, known, n in counts if known)

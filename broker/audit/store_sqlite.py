@@ -171,7 +171,7 @@ class SQLiteAuditStore:
                 RESIDENCY_VIOLATIONS.format(tenant="e.tenant = ? AND" if tenant else ""), params
             ).fetchall()
             counts = self._db.execute(
-                RESIDENCY_COUNTS.format(where="WHERE e.tenant = ?" if tenant else ""), params
+                RESIDENCY_COUNTS.format(tenant="e.tenant = ? AND" if tenant else ""), params
             ).fetchall()
         violations = tuple(Violation(r[0], r[1], r[2], _time(r[3]), *r[4:]) for r in bad)
         checked = sum(n for _, known, n in counts if known)

@@ -1,4 +1,4 @@
-"""`llama-broker serve`: the OpenAI-compatible gateway (`broker.gateway`) on uvicorn."""
+"""`llama-broker serve`: the OpenAI-compatible gateway (`broker.gateway`) on granian."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes; they share the ledger and limits."),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", min=0, help="Seconds to let calls in flight "
                                         "finish on shutdown."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+    log_level: str = typer.Option("info", "--log-level", help="The server's log level (debug, info, warning, error)."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log one line per request."),
 ) -> None:
     """Serve OpenAI's chat-completions API over the broker: every call routed and metered by the policy."""

@@ -1,9 +1,10 @@
 """Run the gateway on granian: a Rust HTTP server in front of the ASGI app, one or several workers.
 
 granian parses HTTP and does the socket I/O on its own Rust threads, so the Python event loop
-spends its time on the broker's work: on the gateway benchmark (`benchmarks/gateway.py`) it
-took about a third less CPU per request than uvicorn with uvloop and httptools, and served more
-requests per second at the same concurrency.
+spends its time on the broker's work: on the gateway benchmark (`benchmarks/gateway.py --uvicorn`)
+one granian worker served 1.3x to 2.7x the requests per second of one uvicorn worker (uvloop,
+httptools) at concurrency 64, in each of four runs on a busy 2-core machine, mostly with less CPU
+per request.
 
 Every worker process builds its own `Gateway` from the policy path in
 `LLAMA_BROKER_GATEWAY_POLICY` (`worker_app`, a factory); workers share the ledger and the shared

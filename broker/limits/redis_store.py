@@ -8,15 +8,19 @@ milliseconds): hosts keep them within milliseconds by NTP, a skew of that size s
 window by as much.  Keys expire on their own once idle.  All keys share the hash tag of the
 prefix, so a Redis Cluster keeps one call's windows in one slot.
 
-redis-py (`pip install 'llama-broker[redis]'`) is imported when the store is opened.
+redis-py (`pip install 'llama-broker[redis]'`) is imported when the store is opened.  A server
+that cannot be reached or refuses a script is a `MeteringError` naming the store (never its
+password): a limit that cannot be checked is not passed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from ..errors import MissingDependency
+from ..errors import MeteringError, MissingDependency
+from ..metering.paths import redact
 from .windows import SLOTS, Held, Refused, Take
 
 __all__ = ["RedisWindows"]
@@ -119,16 +123,29 @@ class RedisWindows:
                 raise MissingDependency("redis limits store", "redis", "redis") from exc
             client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
         self.client = client
+        self.where = redact(url)
         self._take = client.register_script(_TAKE)
         self._add = client.register_script(_ADD)
         self._adjust = client.register_script(_ADJUST)
         self._mark = client.register_script(_MARK)
 
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """redis-py's errors as one-line `MeteringError`s naming the store and the action."""
+        from redis.exceptions import RedisError
+
+        try:
+            yield
+        except RedisError as exc:
+            raise MeteringError(f"the rate-limit store at {self.where} could not {action}: "
+                                f"{type(exc).__name__}") from exc
+
     def take(self, takes: Sequence[Take], marks: Sequence[str], now: float) -> tuple[Held, ...] | Refused:
         args: list[Any] = [_ms(now), len(takes), SLOTS]
         for t in takes:
             args += [t.limit, t.amount, _ms(t.window_s)]
-        out = self._take(keys=[t.key for t in takes] + list(marks), args=args)
+        with self._errors("check a limit"):
+            out = self._take(keys=[t.key for t in takes] + list(marks), args=args)
         if int(out[0]) == 1:
             return tuple(Held(t.key, int(s), t.amount, t.window_s) for t, s in zip(takes, out[1:], strict=True))
         index, wait_s = int(out[1]), int(out[2]) / 1000
@@ -137,15 +154,18 @@ class RedisWindows:
         return Refused(index - 1, wait_s, takes[index - 1].key, never=bool(int(out[3])))
 
     def add(self, key: str, amount: int, window_s: float, now: float) -> Held:
-        slot = self._add(keys=[key], args=[_ms(now), amount, _ms(window_s), SLOTS])
+        with self._errors("count a request"):
+            slot = self._add(keys=[key], args=[_ms(now), amount, _ms(window_s), SLOTS])
         return Held(key, int(slot), amount, window_s)
 
     def adjust(self, held: Held, delta: int, now: float) -> None:
         if delta:
-            self._adjust(keys=[held.key], args=[_ms(now), held.slot, delta, _ms(held.window_s), SLOTS])
+            with self._errors("settle a window"):
+                self._adjust(keys=[held.key], args=[_ms(now), held.slot, delta, _ms(held.window_s), SLOTS])
 
     def mark(self, key: str, until: float, now: float) -> None:
-        self._mark(keys=[key], args=[_ms(until), _ms(now)])
+        with self._errors("mark a route saturated"):
+            self._mark(keys=[key], args=[_ms(until), _ms(now)])
 
     def close(self) -> None:
         self.client.close()

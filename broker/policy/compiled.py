@@ -37,7 +37,7 @@ from .filters import Needs, class_keep, static_keep
 from .ranking import UNKNOWN
 from .schema import TenantPolicy
 
-__all__ = ["ALL_CLOSED", "HealthSnapshot", "Plan", "PlanEntry", "Survivors", "health_now", "survivors"]
+__all__ = ["ALL_CLOSED", "HealthSnapshot", "Kind", "Plan", "PlanEntry", "Survivor", "health_now", "survivors"]
 
 _EXACT_DIGITS = 10**28  # below this, Decimal's default context computes `Price.cost` exactly
 
@@ -47,10 +47,11 @@ class PlanEntry:
 
     __slots__ = (
         "_keeps", "context_window", "exact", "expected_out", "id", "in_units", "max_output", "max_temperature",
-        "out_units", "price", "prior", "prior_ms", "route", "units",
+        "ordinal", "out_units", "price", "prior", "prior_ms", "route", "units",
     )
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, ordinal: int = 0) -> None:
+        self.ordinal = ordinal
         self._keeps: dict[Needs, bool] = {}
         caps = route.capabilities
         self.route, self.id, self.price = route, route.id, route.price
@@ -102,14 +103,27 @@ class Plan:
     def __init__(self, entries: tuple[PlanEntry, ...], tenant: TenantPolicy, today: dt.date) -> None:
         self.routes = tuple(e.route for e in entries)
         self.entries = tuple(e for e in entries if static_keep(e.route, tenant, today))
-        self._by_needs: dict[Needs, tuple[PlanEntry, ...]] = {}
+        self._by_needs: dict[Needs, Kind] = {}
 
-    def for_needs(self, needs: Needs) -> tuple[PlanEntry, ...]:
+    def for_needs(self, needs: Needs) -> Kind:
         """The statically kept routes the capability filter keeps for requests of this kind."""
         found = self._by_needs.get(needs)
         if found is None:
-            found = self._by_needs[needs] = tuple(e for e in self.entries if e.keeps(needs))
+            found = self._by_needs[needs] = Kind(tuple(e for e in self.entries if e.keeps(needs)))
         return found
+
+
+class Kind:
+    """A plan's routes for one kind of request, with the smallest of their size limits (a request
+    within all of them needs no per-route size check)."""
+
+    __slots__ = ("entries", "min_context", "min_output", "min_temperature")
+
+    def __init__(self, entries: tuple[PlanEntry, ...]) -> None:
+        self.entries = entries
+        self.min_context = min((e.context_window for e in entries), default=0)
+        self.min_output = min((e.max_output for e in entries), default=0)
+        self.min_temperature = min((e.max_temperature for e in entries), default=0.0)
 
 
 class HealthSnapshot:
@@ -139,20 +153,14 @@ def health_now(circuits: CircuitBoard) -> HealthSnapshot:
     return HealthSnapshot({rid: (circuits.allows(rid), circuits.state(rid)) for rid in circuits.not_closed()})
 
 
-class Survivors:
-    """The routes a call may use, in policy order, with the figures they are ranked by."""
-
-    __slots__ = ("costs", "entries", "ids", "latencies")
-
-    def __init__(self) -> None:
-        self.entries: list[PlanEntry] = []
-        self.ids: list[str] = []
-        self.costs: list[float] = []
-        self.latencies: list[float] = []
+Survivor = tuple[float, float, str, int, PlanEntry]
+"""A route a call may use: (cost, predicted latency ms, route id, ordinal, plan entry), with the
+latency first and the cost second when the tenant ranks by latency, so that the tuples' own order
+is the ranking rule's (`broker/policy/ranking.py`); the ordinal keeps entries from being compared."""
 
 
 def survivors(
-    candidates: tuple[PlanEntry, ...],
+    kind: Kind,
     *,
     max_tokens: int | None,
     temperature: float | None,
@@ -161,9 +169,10 @@ def survivors(
     latency: Mapping[str, LatencyEstimate],
     tenant: TenantPolicy,
     budget_remaining_usd: Decimal | None,
-) -> Survivors:
-    """Apply the per-call filters to a plan's routes for one request: what is left, with costs and latencies."""
-    out = Survivors()
+    latency_first: bool = False,
+) -> list[Survivor]:
+    """Apply the per-call filters to a plan's routes for one request: what is left, in policy order."""
+    out: list[Survivor] = []
     wanted_out = max_tokens or 0
     needed = input_tokens + wanted_out
     seen = health._seen if health is not ALL_CLOSED else None
@@ -171,12 +180,15 @@ def survivors(
     p50 = slo.p50 if slo is not None else None
     p95 = slo.p95 if slo is not None else None
     remaining = budget_remaining_usd
-    add_entry, add_id, add_cost, add_latency = out.entries.append, out.ids.append, out.costs.append, \
-        out.latencies.append
+    add = out.append
     estimates = latency.get
-    for e in candidates:
-        if (temperature is not None and temperature > e.max_temperature) or wanted_out > e.max_output \
-                or needed > e.context_window:
+    sized = (temperature is not None and temperature > kind.min_temperature) or wanted_out > kind.min_output \
+        or needed > kind.min_context
+    for e in kind.entries:
+        if sized and (
+            (temperature is not None and temperature > e.max_temperature) or wanted_out > e.max_output
+            or needed > e.context_window
+        ):
             continue
         if seen is not None and not health.allows(e.id):
             continue
@@ -198,8 +210,5 @@ def survivors(
             cost = numerator / e.units if numerator < _EXACT_DIGITS else e.cost(input_tokens, tokens)
         else:
             cost = e.cost(input_tokens, tokens)
-        add_entry(e)
-        add_id(e.id)
-        add_cost(cost)
-        add_latency(predicted)
+        add((predicted, cost, e.id, e.ordinal, e) if latency_first else (cost, predicted, e.id, e.ordinal, e))
     return out

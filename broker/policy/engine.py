@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from functools import partial
@@ -37,10 +37,10 @@ from broker.routes import Route
 from broker.types import ChatRequest
 
 from .budget import BudgetSource, SpendSource, check_budget
-from .compiled import HealthSnapshot, Plan, PlanEntry, Survivors, health_now, survivors
+from .compiled import HealthSnapshot, Plan, PlanEntry, Survivor, health_now, survivors
 from .decision import Candidate, Decision
 from .filters import FILTERS, CallContext, needs_of, stream_replayed
-from .ranking import order, rank
+from .ranking import order_rows, rank
 from .schema import TenantPolicy
 
 if TYPE_CHECKING:
@@ -77,7 +77,9 @@ class Router:
         for route in policy.routes:
             self._by_model.setdefault(route.model, ())
             self._by_model[route.model] += (route,)
-        self._entries = {model: tuple(PlanEntry(r) for r in routes) for model, routes in self._by_model.items()}
+        self._entries = {
+            model: tuple(PlanEntry(r, i) for i, r in enumerate(routes)) for model, routes in self._by_model.items()
+        }
 
     # ------------------------------------------------------------------ decide
 
@@ -111,10 +113,11 @@ class Router:
             latency=latency.published,
             tenant=tenant,
             budget_remaining_usd=budget.remaining,
+            latency_first=tenant.objective == "latency",
         )
-        best, scores = order(kept.costs, kept.latencies, kept.ids, tenant.objective, tenant.weights)
+        best, scores = order_rows(kept, tenant.objective, tenant.weights)
         # after ranking: spreading may move a near-best route to the front
-        ranked, spread_note = self._spread(kept, best, scores, tenant, request)
+        ranked, spread_note = self._spread(best, scores, tenant, request)
         decision = Decision(
             tenant=tenant_name,
             rules_tenant=tenant.name,
@@ -146,14 +149,16 @@ class Router:
 
     @staticmethod
     def _spread(
-        kept: Survivors, best: list[int], scores: Sequence[float], tenant: TenantPolicy, request: ChatRequest
+        best: list[Survivor], scores: list[float], tenant: TenantPolicy, request: ChatRequest
     ) -> tuple[tuple[Route, ...], str | None]:
         """The routes in the order they are tried, and the spread note (None: not spread)."""
         if tenant.spread is None or len(best) < 2:
-            return tuple(kept.entries[i].route for i in best), None
+            return tuple(row[4].route for row in best), None
+        latency_first = tenant.objective == "latency"
         ranked = [
-            Candidate(kept.entries[i].route, predicted_latency_ms=kept.latencies[i], score=scores[i], rank=pos + 1)
-            for pos, i in enumerate(best)
+            Candidate(row[4].route, predicted_latency_ms=row[0] if latency_first else row[1], score=score,
+                      rank=pos + 1)
+            for pos, (row, score) in enumerate(zip(best, scores, strict=True))
         ]
         spread_out, note = spread(ranked, tenant, request)
         return tuple(c.route for c in sorted(spread_out, key=lambda c: c.rank or 0)), note

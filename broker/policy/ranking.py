@@ -8,8 +8,8 @@
 Route id breaks any remaining tie, so the same inputs always give the same order.
 
 `order` is the rule itself, on plain floats (a cost is the float nearest the exact `Decimal`
-estimate, `inf` when unknown); the compiled decision ranks with it, and `rank` applies it to
-explained candidates, so both always agree.
+estimate, `inf` when unknown), and `rank` applies it to explained candidates; `order_rows` is
+the same rule on the compiled decision's rows (the tests hold the two to the same order).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from typing import Any
 
 from .decision import Candidate
 
-__all__ = ["UNKNOWN", "order", "rank"]
+__all__ = ["UNKNOWN", "order", "order_rows", "rank"]
 
 UNKNOWN = float("inf")
+_Row = tuple[Any, ...]
 
 
 def _cost(c: Candidate) -> float:
@@ -62,6 +63,18 @@ def order(
         scores = costs
         keys = list(zip(costs, latencies, ids, strict=True))
     return sorted(range(len(ids)), key=keys.__getitem__), scores
+
+
+def order_rows(rows: Sequence[_Row], objective: str, weights: Any = None) -> tuple[list[_Row], list[float]]:
+    """`order` for the compiled decision's rows: `(cost, latency, id, ordinal, ...)`, or for the
+    `latency` objective `(latency, cost, id, ordinal, ...)`, whose own order is then the rule's.
+    The rows best first, and their scores in that order."""
+    if objective == "weighted":
+        scores = _weighted_scores([r[0] for r in rows], [r[1] for r in rows], weights)
+        best = sorted(range(len(rows)), key=lambda i: (scores[i], rows[i][2]))
+        return [rows[i] for i in best], [scores[i] for i in best]
+    ranked = sorted(rows)
+    return ranked, [r[0] for r in ranked]
 
 
 def rank(candidates: Sequence[Candidate], objective: str, weights: Any = None) -> list[Candidate]:

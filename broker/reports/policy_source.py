@@ -1,7 +1,8 @@
 """What a report reads from a policy file: the ledger setting first, the rest only if it loads.
 
 `policy_ledger` reads the ``ledger:`` value alone, expanding ``${VAR}`` in that value only, so
-a report never fails on a variable the policy uses elsewhere (an endpoint, a key name).
+a report never fails on a variable the policy uses elsewhere (an endpoint, a key name); a file
+that is not YAML, or names top-level keys no policy has, is still a `PolicyError`.
 Budgets and savings need the whole policy: `policy_for_report` loads it, and where a variable
 is unset it loads it again with unset variables empty; when even that fails it returns the
 reason, and the report says budgets and savings could not be read, instead of failing.
@@ -30,6 +31,14 @@ def policy_ledger(path: str | os.PathLike[str]) -> str | None:
     file = Path(path)
     issues: list[PolicyIssue] = []
     data = read_yaml(_read_text(file), str(file), LineIndex(), issues, env=None)
+    if not issues and data is not None and not isinstance(data, dict):
+        issues.append(PolicyIssue(str(file), 1, "a policy is a mapping of settings"))
+    if not issues and isinstance(data, dict):  # a file with unknown top-level keys is no policy at all
+        from broker.policy.schema import PolicyDoc
+
+        unknown = sorted(str(k) for k in data if k not in PolicyDoc.model_fields)
+        if unknown:
+            issues.append(PolicyIssue(str(file), 0, f"unknown top-level key(s): {', '.join(unknown)}"))
     if issues:
         raise PolicyError(issues)
     value = data.get("ledger") if isinstance(data, dict) else None
