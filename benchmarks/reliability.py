@@ -1028,8 +1028,8 @@ def shared(long: bool = False, *, processes: int = 4, calls: int | None = None,
             rows = report_rows(ledger, [], ReportFilters())
         finally:
             ledger.close()
-        row = rows[0] if rows else {"calls": 0, "input_tokens": 0, "output_tokens": 0}
-        return int(row["calls"]), int(row["input_tokens"]), int(row["output_tokens"])
+        row = rows[0] if rows else {"attempts": 0, "input_tokens": 0, "output_tokens": 0}
+        return int(row["attempts"]), int(row["input_tokens"]), int(row["output_tokens"])
 
     for backend, target in backends.items():
         for mode in ("batched", "durable"):

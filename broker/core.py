@@ -8,30 +8,31 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .adapter import Adapter, AdapterFactory, AdapterRegistry
 from .attempts import new_call_id
 from .audit import open_trail
 from .budgets import open_budget_hook
 from .call_hooks import CallHook
-from .energy import EnergyCounter, build_energy
+from .energy import build_energy
 from .errors import InvalidRequest
 from .execute import CallMeta, Executor
-from .guardrails import Guardrails
-from .guardrails.pipeline import CLASSIFIER_TAG
 from .health import CircuitBoard, LatencyTracker
-from .limits import RateLimits, open_windows
 from .metering import Ledger, Meter, open_ledger
 from .policy import Policy, load_policy
 from .policy.decision import Decision
 from .policy.engine import Router
-from .policy.licence import LicenceGuard
 from .redaction import install_log_redaction
 from .routes import Route
 from .telemetry import build_telemetry
 from .transport import HttpClients, TransportOptions
 from .types import ChatRequest, ChatResponse, call_tags, call_tenant
+
+if TYPE_CHECKING:  # the optional parts load only when a policy turns them on
+    from .energy import EnergyCounter
+    from .guardrails import Guardrails
+    from .limits import RateLimits
 
 __all__ = ["AdapterPool", "BrokerCore", "PolicySource"]
 
@@ -129,6 +130,8 @@ class BrokerCore:
         if self.telemetry is not None:
             self.hooks.append(self.telemetry.hook)
         if any(t.licence is not None for t in self.policy.tenants.values()):
+            from .policy.licence import LicenceGuard
+
             self.hooks.append(LicenceGuard(self.policy))
         # input and output checks of the tenants that declare some (broker/guardrails/): None otherwise
         self.guardrails = self._guardrails(now)
@@ -152,28 +155,37 @@ class BrokerCore:
             asleep=asleep or asyncio.sleep,
             hooks=self.hooks,
         )
+        self._stamp: Callable[[ChatResponse, CallMeta, Route], ChatResponse] | None = None
         if self.policy.provenance.enabled:  # a signed record on every answer (broker/provenance/): off by default
             from .audit.versions import snapshot
             from .provenance.signing import ProvenanceSigner
 
             signer = ProvenanceSigner(self.policy.provenance, policy_sha256=snapshot(self.policy).sha256, now=now)
-            self.executor.outcomes.stamp = signer.stamp
+            self._stamp = signer.stamp
         self._guard_output()
 
     def _guardrails(self, now: Callable[[], dt.datetime]) -> Guardrails | None:
         if not any(t.guardrails is not None for t in self.policy.tenants.values()):
             return None
+        from .guardrails import Guardrails
+
         self._now = now
         return Guardrails(self._classifier)
 
     def _guard_output(self) -> None:
-        if self.guardrails is not None:
-            from .guardrails.output import GuardedOutput
+        """Sign answers as they leave the executor; with output checks, after them, so a record's hash is
+        the hash of the text the caller gets."""
+        if self.guardrails is None:
+            self.executor.outcomes.stamp = self._stamp
+            return
+        from .guardrails.output import GuardedOutput
 
-            self.executor.output = GuardedOutput(self.guardrails, self._restamp)
+        self.executor.output = GuardedOutput(self.guardrails, self._sign)
 
     def _classifier(self, tenant: str, model: str) -> Callable[[list[dict[str, str]]], str]:
         """A Llama Guard classifier: an ordinary call of the tenant, tagged, on the policy's routes."""
+        from .guardrails.pipeline import CLASSIFIER_TAG
+
         def classify(messages: list[dict[str, str]]) -> str:
             decision, request, meta = self.prepare(model, messages, tenant, {CLASSIFIER_TAG: "llama_guard"}, {},
                                                    stream=False)
@@ -182,10 +194,14 @@ class BrokerCore:
 
     def guard_input(self, decision: Decision, request: ChatRequest, meta: CallMeta) -> ChatRequest:
         """The request after the tenant's input checks; a blocked one is metered and never sent."""
-        if self.guardrails is None or CLASSIFIER_TAG in meta.tags:
+        if self.guardrails is None:
             return request
         from .errors import GuardrailBlocked
         from .guardrails.blocked import blocked_event
+        from .guardrails.pipeline import CLASSIFIER_TAG
+
+        if CLASSIFIER_TAG in meta.tags:
+            return request
 
         try:
             return self.guardrails.check_input(decision, request)
@@ -206,13 +222,12 @@ class BrokerCore:
             return await asyncio.to_thread(self.guard_input, decision, request, meta)
         return self.guard_input(decision, request, meta)
 
-    def _restamp(self, guarded: ChatResponse, meta: CallMeta) -> ChatResponse:
-        """Sign the provenance record again over the text the caller gets, where a check changed it."""
-        stamp = self.executor.outcomes.stamp
-        if stamp is None or guarded.route is None or guarded.provenance is None:
-            return guarded
-        route = next((r for r in self.policy.routes if r.id == guarded.route.id), None)
-        return guarded if route is None else stamp(guarded, meta, route)
+    def _sign(self, response: ChatResponse, meta: CallMeta) -> ChatResponse:
+        """The answer with its signed provenance record, when the policy turns provenance on."""
+        if self._stamp is None or response.route is None:
+            return response
+        route = next((r for r in self.policy.routes if r.id == response.route.id), None)
+        return response if route is None else self._stamp(response, meta, route)
 
     def request(self, model: str, messages: Any, params: Mapping[str, Any]) -> ChatRequest:
         """Validate call arguments into a `ChatRequest`; unknown or bad arguments are `InvalidRequest`."""
@@ -316,6 +331,8 @@ def _rate_limits(policy: Policy, now: Callable[[], dt.datetime], sleep: Callable
     if not (any(t.rate_limit for t in policy.tenants.values()) or any(g.rate_limit for g in policy.groups.values())
             or any(r.rpm or r.tpm for r in policy.routes)):
         return None
+    from .limits import RateLimits, open_windows
+
     return RateLimits(policy, open_windows(policy.limits), key_prefix=policy.limits.key_prefix,
                       now=lambda: now().timestamp(), sleep=sleep)
 

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from contextlib import aclosing, closing
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .adapter import Adapter
 from .attempts import UNUSABLE_ROUTE, Attempt, AttemptOutcomes, CallMeta
@@ -459,7 +459,10 @@ class _Watch:
 _NO_WATCH = _Watch(False)
 
 
-async def _finished(step: asyncio.Future[Any]) -> Any:
+_T = TypeVar("_T")
+
+
+async def _finished(step: asyncio.Future[_T]) -> _T:
     """The result of a hook step running in a worker thread, which a cancellation cannot stop.
 
     A cancelled caller waits for the step to end before `CancelledError` goes on, so whatever the

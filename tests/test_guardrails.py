@@ -209,3 +209,29 @@ def test_a_third_party_check_is_found_through_its_entry_point(
         assert caught.value.check == "no_shouting"
         assert broker.chat(model="llama-3.1-8b", messages=[{"role": "user", "content": "Answer me"}],
                            tenant="acme").text
+
+
+def test_a_redacted_answer_is_signed_over_the_text_the_caller_gets(
+    local_emulator: OpenAICompatEmulator, tmp_path: Path
+) -> None:
+    from provenance_pki import make_pki
+
+    from broker.provenance import text_sha256
+    from broker.provenance.verify import Verdict, verify_text
+
+    pki = make_pki(tmp_path / "pki")
+    policy = _policy(local_emulator, tmp_path, {"output": [{"pii": {"kinds": ["email"]}}]})
+    policy["provenance"] = {"enabled": True, "key_file": str(pki.key), "cert_file": str(pki.chain),
+                            "embed_in_text": True}
+    local_emulator.enqueue(Reply(text="Write to ops@example.org today"), Reply(text="Write to ops@example.org today"))
+    with Broker.from_policy(policy, durable=True) as broker:
+        answer = broker.chat(model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}], tenant="acme")
+        streamed = list(broker.stream(model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}],
+                                      tenant="acme"))[-1].response
+    for reply in (answer, streamed):
+        assert "ops@example.org" not in reply.text and "[email]" in reply.text
+        assert verify_text(reply.text, trust_anchors=pki.ca.read_bytes()).verdict is Verdict.TRUSTED
+        from broker.provenance.embed import extract
+
+        _, visible = extract(reply.text)
+        assert reply.provenance.record.output_sha256 == text_sha256(visible)

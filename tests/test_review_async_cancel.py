@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ class GatedClock:
         self.t = 1_700_000_000.0
         self.sleeping = threading.Event()
         self.gate = threading.Event()
+        self.woke = threading.Event()
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.t, dt.timezone.utc)
@@ -33,6 +33,7 @@ class GatedClock:
         self.sleeping.set()
         self.gate.wait(10)
         self.t += seconds
+        self.woke.set()
 
 
 def test_a_call_cancelled_while_it_waits_for_its_rate_limit_gives_its_request_back(
@@ -48,17 +49,14 @@ def test_a_call_cancelled_while_it_waits_for_its_rate_limit_gives_its_request_ba
             assert limits is not None and isinstance(limits.windows, MemoryWindows)
             await broker.chat(model="llama-3.1-8b", messages=HI, tenant="acme")
             waiting = asyncio.ensure_future(broker.chat(model="llama-3.1-8b", messages=HI, tenant="acme"))
-            while not clock.sleeping.is_set():
-                await asyncio.sleep(0.01)
+            assert await asyncio.to_thread(clock.sleeping.wait, 10)
             waiting.cancel()
             clock.gate.set()  # the wait ends: the limit admits the cancelled call's request in its thread
             with pytest.raises(asyncio.CancelledError):
                 await waiting
             key = limits.key("tenant:acme", "rpm")
-            deadline = time.monotonic() + 5
-            while len(limits.windows._slots.get(key, {})) < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)  # the thread's take has landed
-            await asyncio.sleep(0.05)
+            assert await asyncio.to_thread(clock.woke.wait, 10)
+            await asyncio.sleep(0.2)  # the thread's take, right after its wait, has landed
             slots = limits.windows._live(key, 60.0, clock.t)
             return sum(slots.values())
 

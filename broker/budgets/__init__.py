@@ -12,24 +12,42 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from .hook import BudgetHook
-from .memory import MemoryReservations
-from .store import Hold, Outcome, ReservationStore
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from broker.metering.ledger import Ledger
     from broker.policy.loaded import Policy
 
+    from .hook import BudgetHook
+    from .memory import MemoryReservations
+    from .store import Hold, Outcome, ReservationStore
+
 __all__ = ["BudgetHook", "Hold", "MemoryReservations", "Outcome", "ReservationStore", "open_budget_hook",
            "open_reservations", "policy_has_budgets"]
+
+
+def __getattr__(name: str) -> Any:
+    """The hook and the stores load on first use: a broker whose policy sets no budget never imports them."""
+    if name == "BudgetHook":
+        from .hook import BudgetHook as value
+    elif name == "MemoryReservations":
+        from .memory import MemoryReservations as value
+    elif name in ("Hold", "Outcome", "ReservationStore"):
+        from . import store
+
+        value = getattr(store, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def open_reservations(ledger_url: str | None) -> ReservationStore:
     """The reservation store beside the ledger at `ledger_url` (in memory when it has no shared place)."""
     from broker.errors import MeteringError
     from broker.metering.location import ledger_kind, sqlite_path_from_url
+
+    from .memory import MemoryReservations
 
     if not ledger_url:
         return MemoryReservations()
@@ -61,6 +79,8 @@ def open_budget_hook(
     """The budget hook of a broker whose ledger is `ledger`; None when the policy has no budget."""
     if not policy_has_budgets(policy):
         return None
+    from .hook import BudgetHook
+
     store = open_reservations(getattr(ledger, "url", None))
     if now is None:
         return BudgetHook(policy, store, ledger)

@@ -98,7 +98,9 @@ class Pool(Generic[C]):
 
     def _take(self) -> C:
         if self._closed:
-            raise RuntimeError("the reservation store is closed")
+            from broker.errors import MeteringError
+
+            raise MeteringError("the reservation store is closed: a budget cannot be checked")
         try:
             return self._idle.get_nowait()
         except queue.Empty:

@@ -19,12 +19,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .attribution import DeviceEnergy, Share
-from .counters import CounterUnavailable, EnergyCounter, NvmlCounter, RaplCounter, open_counter
-from .metered import EnergyMeter, MeasuredAdapters
-
 if TYPE_CHECKING:
     from ..policy.schema import EnergySettings
+    from .attribution import DeviceEnergy, Share
+    from .counters import CounterUnavailable, EnergyCounter, NvmlCounter, RaplCounter, open_counter
+    from .metered import MeasuredAdapters
 
 __all__ = [
     "CounterUnavailable",
@@ -39,15 +38,38 @@ __all__ = [
 ]
 
 
+_COUNTER_NAMES = frozenset({"CounterUnavailable", "EnergyCounter", "NvmlCounter", "RaplCounter", "open_counter"})
+
+
+def __getattr__(name: str) -> Any:
+    """The counters and the attribution load on first use: a policy without `energy:` routes never needs them."""
+    if name in ("DeviceEnergy", "Share"):
+        from . import attribution
+
+        value = getattr(attribution, name)
+    elif name in _COUNTER_NAMES:
+        from . import counters
+
+        value = getattr(counters, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
 class Energy:
     """The devices of a broker's measured routes, and the wrappers that carry their joules to events."""
 
     def __init__(self, devices: dict[str, DeviceEnergy], counters: list[EnergyCounter], meter: Any) -> None:
         self.devices = devices
+        from .metered import EnergyMeter
+
         self._counters = counters
         self.meter = EnergyMeter(meter)
 
     def adapters(self, pool: Any) -> MeasuredAdapters:
+        from .metered import MeasuredAdapters
+
         return MeasuredAdapters(pool, self.devices, self.meter)
 
     def close(self) -> None:
@@ -69,6 +91,11 @@ def build_energy(
 
     `counters` (by name: `nvml:0`, `rapl:0`) replaces the host's own, for tests and other sources.
     """
+    if not settings.routes:
+        return None
+    from .attribution import DeviceEnergy
+    from .counters import open_counter
+
     given: dict[str, EnergyCounter | None] = dict(counters or {})
     by_name: dict[str, DeviceEnergy] = {}
     opened: list[EnergyCounter] = []

@@ -1,7 +1,7 @@
 """The output guardrails as the executor's output filter (`broker.call_hooks.OutputFilter`).
 
-An answer a check changed is signed again (`restamp`) when provenance is on, so the record's
-hash is the hash of the text the caller gets.  The classifier's own calls are not checked.
+Answers are signed (`sign`, when provenance is on) after the checks, so a record's hash is the
+hash of the text the caller gets.  The classifier's own calls are neither checked nor signed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GuardedOutput"]
 
-Restamp = Callable[["ChatResponse", "CallMeta"], "ChatResponse"]
+Sign = Callable[["ChatResponse", "CallMeta"], "ChatResponse"]
 
 
 def _own_call(meta: CallMeta) -> bool:
@@ -28,23 +28,22 @@ def _own_call(meta: CallMeta) -> bool:
 
 
 class GuardedOutput:
-    def __init__(self, guardrails: Guardrails, restamp: Restamp) -> None:
+    def __init__(self, guardrails: Guardrails, sign: Sign) -> None:
         self.guardrails = guardrails
-        self.restamp = restamp
+        self.sign = sign
 
     def response(self, decision: Decision, request: ChatRequest, meta: CallMeta,
                  response: ChatResponse) -> ChatResponse:
         if _own_call(meta):
             return response
-        guarded = self.guardrails.check_output(decision, request, response)
-        return guarded if guarded is response else self.restamp(guarded, meta)
+        return self.sign(self.guardrails.check_output(decision, request, response), meta)
 
     async def aresponse(self, decision: Decision, request: ChatRequest, meta: CallMeta,
                         response: ChatResponse) -> ChatResponse:
-        guards = self.guardrails.for_tenant(decision)
-        if guards is None or not guards.output or _own_call(meta):
+        if _own_call(meta):
             return response
-        if guards.needs_io:  # a classifier call: off the event loop's thread
+        guards = self.guardrails.for_tenant(decision)
+        if guards is not None and guards.needs_io:  # a classifier call: off the event loop's thread
             return await asyncio.to_thread(self.response, decision, request, meta, response)
         return self.response(decision, request, meta, response)
 
@@ -54,15 +53,19 @@ class GuardedOutput:
             yield from events
             return
         for event in self.guardrails.guard_stream(decision, request, events):
-            yield self._restamp_final(event, meta)
+            yield self._sign_final(event, meta)
 
     async def astream(self, decision: Decision, request: ChatRequest, meta: CallMeta,
                       events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+        if _own_call(meta):
+            async for event in events:
+                yield event
+            return
         async for event in self.guardrails.aguard_stream(decision, request, events):
-            yield self._restamp_final(event, meta)
+            yield self._sign_final(event, meta)
 
-    def _restamp_final(self, event: StreamEvent, meta: CallMeta) -> StreamEvent:
-        response = event.response
-        if response is None or response.provenance is None:
+    def _sign_final(self, event: StreamEvent, meta: CallMeta) -> StreamEvent:
+        if event.response is None:
             return event
-        return dataclasses.replace(event, response=self.restamp(response, meta))
+        signed = self.sign(event.response, meta)
+        return event if signed is event.response else dataclasses.replace(event, response=signed)

@@ -21,20 +21,37 @@ this process by default (shared by its threads), or Redis for many processes and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .hook import RateLimits
-from .windows import SLOTS, Held, MemoryWindows, Refused, Take, Windows
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..policy.schema import LimitsSettings
+    from .hook import RateLimits
+    from .windows import SLOTS, Held, MemoryWindows, Refused, Take, Windows
 
 __all__ = ["SLOTS", "Held", "MemoryWindows", "RateLimits", "Refused", "Take", "Windows", "open_windows"]
+
+_WINDOW_NAMES = frozenset({"SLOTS", "Held", "MemoryWindows", "Refused", "Take", "Windows"})
+
+
+def __getattr__(name: str) -> Any:
+    """The hook and the windows load on first use: the router imports `spreading` on every broker."""
+    if name == "RateLimits":
+        from .hook import RateLimits as value
+    elif name in _WINDOW_NAMES:
+        from . import windows
+
+        value = getattr(windows, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def open_windows(settings: LimitsSettings) -> Windows:
     """The windows the policy's `limits.store` names: in-process, or a Redis database."""
     if settings.store == "memory":
+        from .windows import MemoryWindows
+
         return MemoryWindows()
     from .redis_store import RedisWindows
 

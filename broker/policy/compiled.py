@@ -153,10 +153,10 @@ def health_now(circuits: CircuitBoard) -> HealthSnapshot:
     return HealthSnapshot({rid: (circuits.allows(rid), circuits.state(rid)) for rid in circuits.not_closed()})
 
 
-Survivor = tuple[float, float, str, int, PlanEntry]
-"""A route a call may use: (cost, predicted latency ms, route id, ordinal, plan entry), with the
-latency first and the cost second when the tenant ranks by latency, so that the tuples' own order
-is the ranking rule's (`broker/policy/ranking.py`); the ordinal keeps entries from being compared."""
+Survivor = tuple[float, float, str, int, Route]
+"""A route a call may use: (cost, predicted latency ms, route id, ordinal, route), with the latency
+first and the cost second when the tenant ranks by latency, so that the tuples' own order is the
+ranking rule's (`broker/policy/ranking.py`); the ordinal keeps routes from being compared."""
 
 
 def survivors(
@@ -210,5 +210,8 @@ def survivors(
             cost = numerator / e.units if numerator < _EXACT_DIGITS else e.cost(input_tokens, tokens)
         else:
             cost = e.cost(input_tokens, tokens)
-        add((predicted, cost, e.id, e.ordinal, e) if latency_first else (cost, predicted, e.id, e.ordinal, e))
+        if latency_first:
+            add((predicted, cost, e.id, e.ordinal, e.route))
+        else:
+            add((cost, predicted, e.id, e.ordinal, e.route))
     return out

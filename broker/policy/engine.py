@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from broker.errors import BudgetExceeded, NoEligibleRoute
@@ -50,6 +51,7 @@ __all__ = ["Router"]
 
 log = logging.getLogger("llama_broker.policy")
 _MAX_WARNED_NAMES = 10_000  # names warned about once each; past this many, no more are remembered
+_ROUTE = itemgetter(4)  # the route of a compiled survivor row
 
 
 class Router:
@@ -153,10 +155,10 @@ class Router:
     ) -> tuple[tuple[Route, ...], str | None]:
         """The routes in the order they are tried, and the spread note (None: not spread)."""
         if tenant.spread is None or len(best) < 2:
-            return tuple(row[4].route for row in best), None
+            return tuple(map(_ROUTE, best)), None
         latency_first = tenant.objective == "latency"
         ranked = [
-            Candidate(row[4].route, predicted_latency_ms=row[0] if latency_first else row[1], score=score,
+            Candidate(row[4], predicted_latency_ms=row[0] if latency_first else row[1], score=score,
                       rank=pos + 1)
             for pos, (row, score) in enumerate(zip(best, scores, strict=True))
         ]

@@ -17,10 +17,7 @@ import datetime as dt
 import functools
 import logging
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from broker.errors import LicenceRefused
 
@@ -77,6 +74,10 @@ class LicenceFinding:
 
 @functools.cache
 def _data() -> tuple[dict[str, LicenceTerms], tuple[tuple[str, str], ...]]:
+    from importlib.resources import files
+
+    import yaml
+
     raw: dict[str, Any] = yaml.safe_load((files("broker") / "data" / "licences.yaml").read_text(encoding="utf-8"))
     terms = {}
     for lid, item in raw["licences"].items():

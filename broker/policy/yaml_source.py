@@ -16,12 +16,14 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import ValidationError
 
 from ..errors import PolicyIssue
+
+if TYPE_CHECKING:
+    import yaml  # imported where a document is read: `from broker import Broker` does not pay for PyYAML
 
 __all__ = [
     "MAX_ALIAS_EXPANSIONS",
@@ -40,7 +42,6 @@ MAX_NODES = 100_000
 MAX_ALIAS_EXPANSIONS = 10_000
 """Most times one document may reuse an anchored node through an alias or a merge key."""
 
-_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
 _ENV_REF = re.compile(r"\$\$|\$\{([^}]*)\}")
@@ -100,6 +101,8 @@ class _Builder:
     """Turns composed YAML nodes into plain data, recording lines and checking limits."""
 
     def __init__(self, file: str, index: LineIndex, issues: list[PolicyIssue], env: Mapping[str, str] | None):
+        import yaml
+
         self.file, self.index, self.issues, self.env = file, index, issues, env
         self.constructor = yaml.constructor.SafeConstructor()
         self.count = 0
@@ -111,6 +114,8 @@ class _Builder:
         self.issues.append(PolicyIssue(self.file, node.start_mark.line + 1, message))
 
     def build(self, node: yaml.Node) -> Any:
+        import yaml
+
         self.count += 1
         line = node.start_mark.line + 1
         if self.count > MAX_NODES:
@@ -161,6 +166,8 @@ class _Builder:
     def mapping(self, node: yaml.MappingNode) -> dict[Any, Any]:
         if node.tag != f"{_TAG}map":
             self.issue(node, f"unsupported YAML tag {node.tag!r}")
+        import yaml
+
         out: dict[Any, Any] = {}
         merges: list[yaml.Node] = []
         for key_node, value_node in node.value:
@@ -224,9 +231,11 @@ def read_yaml(
     `env` turns on `${VAR}` expansion in string values.  Returns None when the document is
     empty or could not be parsed.
     """
+    import yaml
+
     last = text.count("\n") + 1
     try:
-        node = yaml.compose(text, Loader=_SafeLoader)
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = min(mark.line + 1, last) if mark is not None else 1

@@ -74,7 +74,7 @@ async def test_async_throttle_is_typed_then_retried_with_the_hint(case: Case) ->
         reply = await broker.chat(model=case.model, messages=MESSAGES)
         totals = ledger_totals(broker)
     assert reply.attempts == 2 and case.sleeps == [pytest.approx(1.5)]
-    assert len(case.emulator.requests) == 3 and totals["calls"] == 2
+    assert len(case.emulator.requests) == 3 and totals["attempts"] == 2
 
 
 async def test_async_stream_errors_are_typed(case: Case) -> None:

@@ -53,7 +53,7 @@ FINAL = ("400", "401", "404-unknown-model")
 def _ledger_kinds(broker: Broker) -> dict[str | None, int]:
     broker.meter.flush()
     return {
-        row["error_kind"]: row["calls"]
+        row["error_kind"]: row["attempts"]
         for row in report_rows(broker.meter.ledger, ["error_kind"], ReportFilters())
     }
 
@@ -238,5 +238,5 @@ def test_each_attempt_is_one_request_and_one_ledger_event(case: Case, broker: Br
     assert len(case.emulator.requests) == 3  # max_attempts_per_route: no hidden SDK retries on top
     assert len(case.sleeps) == 2
     totals = ledger_totals(broker)
-    assert totals["calls"] == 3 and totals["error_calls"] == 3
+    assert totals["calls"] == 1 and totals["attempts"] == 3 and totals["error_calls"] == 3
     assert (totals["input_tokens"], totals["output_tokens"]) == (0, 0)

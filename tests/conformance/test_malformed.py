@@ -48,7 +48,7 @@ class Outcome:
 def _kinds(broker: Broker | AsyncBroker) -> dict[str | None, int]:
     broker.meter.flush()
     rows = report_rows(broker.meter.ledger, ["error_kind"], ReportFilters())
-    return {row["error_kind"]: row["calls"] for row in rows}
+    return {row["error_kind"]: row["attempts"] for row in rows}
 
 
 def _call(case: Case, mode: str) -> Outcome:

@@ -96,7 +96,7 @@ def test_abandoned_stream_is_metered_and_the_route_stays_usable(case: Case, brok
     assert len(case.emulator.requests) == 2
     broker.meter.flush()
     kinds = {
-        row["error_kind"]: row["calls"]
+        row["error_kind"]: row["attempts"]
         for row in report_rows(broker.meter.ledger, ["error_kind"], ReportFilters())
     }
     assert kinds == {"Abandoned": 1, None: 1}

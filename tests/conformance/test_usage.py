@@ -31,7 +31,7 @@ def test_ledger_tokens_equal_what_the_emulators_reported(
     attempts = _mixed_traffic(case, broker)
 
     totals = ledger_totals(broker)
-    assert totals["calls"] == attempts == len(case.emulator.requests)
+    assert totals["attempts"] == attempts == len(case.emulator.requests)
     assert totals["error_calls"] == 1 and totals["estimated_calls"] == 0
     assert case.emulator.reported.calls == attempts - 1
     assert (totals["input_tokens"], totals["output_tokens"]) == suite.reported_tokens()
@@ -93,7 +93,7 @@ def test_failed_attempts_are_metered_with_zero_tokens_and_their_kind(case: Case)
 
     broker.meter.flush()
     (row,) = report_rows(broker.meter.ledger, ["status", "error_kind"], ReportFilters())
-    assert (row["status"], row["error_kind"], row["calls"]) == ("error", "Throttled", 2)
+    assert (row["status"], row["error_kind"], row["calls"], row["attempts"]) == ("error", "Throttled", 1, 2)
     assert (row["input_tokens"], row["output_tokens"]) == (0, 0)
     assert row["cost_usd"] == 0
     assert len(case.emulator.requests) == 2 and case.emulator.reported.calls == 0
