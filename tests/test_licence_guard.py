@@ -82,3 +82,36 @@ def test_every_catalog_model_has_licence_terms() -> None:
         assert terms.mau_threshold == 700_000_000 and terms.attribution == "Built with Llama"
     assert [r.id for r in licence_for("llama-4-scout").restrictions] == ["eu-multimodal"]  # type: ignore[union-attr]
     assert licence_for("llama-3.1-8b").restrictions == ()  # type: ignore[union-attr]
+
+
+def test_report_lists_the_attribution_duties_of_each_product(
+    local_emulator: OpenAICompatEmulator, tmp_path: Path
+) -> None:
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from broker.cli.main import app
+
+    policy = tmp_path / "policy.yaml"
+    doc = {"version": 1, "ledger": f"sqlite:///{tmp_path / 'usage.db'}",
+           "routes": [local_route(local_emulator, "text", model="llama-3.3-70b",
+                                  model_id="meta-llama/Llama-3.3-70B-Instruct")],
+           "tenants": {"acme-eu": {"residency": ["on-prem"],
+                                   "licence": {"product": "Acme Assistant", "monthly_active_users": 10,
+                                               "domicile": "FR"}},
+                       "lab": {"residency": ["on-prem"]}}}
+    policy.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with Broker.from_policy(str(policy), durable=True) as broker:
+        for tenant in ("acme-eu", "acme-eu", "lab"):
+            broker.chat(model="llama-3.3-70b", messages=[{"role": "user", "content": "hi"}], tenant=tenant)
+    result = CliRunner().invoke(app, ["report", "-p", str(policy), "--licences", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    duties = {d["tenant"]: d for d in json.loads(result.output)}
+    assert duties["acme-eu"]["product"] == "Acme Assistant" and duties["acme-eu"]["calls"] == 2
+    assert duties["acme-eu"]["attribution"] == "Built with Llama"
+    assert "section 1.b.i" in duties["acme-eu"]["attribution_clause"]
+    assert duties["lab"]["product"] == "(not declared)" and duties["lab"]["licence"].startswith("Llama 3.3")
+    table = CliRunner().invoke(app, ["report", "-p", str(policy), "--licences"], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "Acme Assistant" in table.output and "Built with Llama" in table.output

@@ -9,6 +9,7 @@ and savings use the rest when it loads.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -138,6 +139,9 @@ def report(
     focus_legacy: bool = typer.Option(
         False, "--focus-legacy-columns", help="FOCUS CSV: add the 1.0-preview column names too."
     ),
+    licences: bool = typer.Option(
+        False, "--licences", help="The licence duties (attribution, acceptable use) of each product, per model used."
+    ),
 ) -> None:
     """Cost report from the usage ledger, aggregated in SQL."""
     from broker.metering import LedgerNotFound, open_ledger, parse_group_by
@@ -169,6 +173,15 @@ def report(
             target = output or Path(f"statement-{statement}-{month}.html")
             write_statement(store, url, policy, statement, month, filters, target)
             typer.echo(f"wrote {target}", err=True)
+            return
+        if licences:
+            from broker.reports.licences import licence_duties, print_duties
+
+            duties = licence_duties(store.aggregate(group_by=["tenant", "model"], filters=filters), policy)
+            if fmt is ReportFormat.json:
+                sys.stdout.write(json.dumps(duties, indent=2) + "\n")
+            else:
+                print_duties(duties)
             return
         if fmt is ReportFormat.focus:
             write_focus(store, filters, output, legacy=focus_legacy)

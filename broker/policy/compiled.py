@@ -182,15 +182,17 @@ def survivors(
     remaining = budget_remaining_usd
     add = out.append
     estimates = latency.get
+    exact_below = _EXACT_DIGITS
     sized = (temperature is not None and temperature > kind.min_temperature) or wanted_out > kind.min_output \
         or needed > kind.min_context
+    early = sized or seen is not None  # any check before the latency estimate
+    late = slo is not None or remaining is not None  # any check after it
     for e in kind.entries:
-        if sized and (
-            (temperature is not None and temperature > e.max_temperature) or wanted_out > e.max_output
-            or needed > e.context_window
+        if early and (
+            (sized and ((temperature is not None and temperature > e.max_temperature) or wanted_out > e.max_output
+                        or needed > e.context_window))
+            or (seen is not None and not health.allows(e.id))
         ):
-            continue
-        if seen is not None and not health.allows(e.id):
             continue
         tokens = max_tokens or e.expected_out
         est = estimates(e.id)
@@ -199,15 +201,15 @@ def survivors(
             predicted = e.prior_ms if max_tokens is None else est.ttft_ms + tokens * est.per_token_ms
         else:
             predicted = est.ttft_ms + tokens * est.per_token_ms  # LatencyEstimate.predict_ms
-        if slo is not None and (
-            (p50 is not None and predicted > p50) or (p95 is not None and est.predict_p95_ms(tokens) > p95)
+        if late and (
+            (p50 is not None and predicted > p50)
+            or (p95 is not None and est.predict_p95_ms(tokens) > p95)
+            or (remaining is not None and e.price is not None and e.price.cost(input_tokens, tokens) > remaining)
         ):
-            continue
-        if remaining is not None and e.price is not None and e.price.cost(input_tokens, tokens) > remaining:
             continue
         if e.exact:
             numerator = input_tokens * e.in_units + tokens * e.out_units
-            cost = numerator / e.units if numerator < _EXACT_DIGITS else e.cost(input_tokens, tokens)
+            cost = numerator / e.units if numerator < exact_below else e.cost(input_tokens, tokens)
         else:
             cost = e.cost(input_tokens, tokens)
         if latency_first:
