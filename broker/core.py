@@ -20,7 +20,7 @@ from .errors import InvalidRequest
 from .execute import CallMeta, Executor
 from .health import CircuitBoard, LatencyTracker
 from .metering import Ledger, Meter, open_ledger
-from .policy import Policy, load_policy
+from .policy.loaded import Policy
 from .policy.decision import Decision
 from .policy.engine import Router
 from .redaction import install_log_redaction
@@ -93,6 +93,8 @@ class BrokerCore:
         energy_counters: Mapping[str, EnergyCounter] | None = None,
         energy_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        from .policy.loader import load_policy
+
         install_log_redaction()  # before any SDK is driven: their records are redacted from the first
         self.policy: Policy = policy if isinstance(policy, Policy) else load_policy(policy or default_policy_path())
         self.pool = AdapterPool(AdapterRegistry(dict(adapters or {})), HttpClients(transport))

@@ -29,6 +29,36 @@ def test_the_client_does_not_pull_in_the_cli_libraries_nor_package_metadata() ->
     assert "importlib.metadata" not in loaded  # entry points are read when a registry is first consulted
 
 
+CLIENT_NEVER = ("rich", "click", "typer", "pygments", "opentelemetry", "psycopg", "redis", "c2pa", "plotly", "boto3",
+                "groq", "azure")
+OPTIONAL_PARTS = ("broker.limits.hook", "broker.limits.windows", "broker.budgets.hook", "broker.budgets.store",
+                  "broker.guardrails", "broker.energy.counters", "broker.energy.attribution", "broker.policy.licence",
+                  "broker.policy.loader", "broker.policy.catalog", "broker.cli", "broker.reports", "broker.gateway")
+
+
+def test_from_broker_import_broker_pulls_in_no_cli_cloud_or_optional_library() -> None:
+    at_start = loaded_after("pass")  # namespace packages such as `google.cloud` come from .pth files at start-up
+    loaded = loaded_after("from broker import Broker") - at_start
+    assert "broker.client" in loaded  # the probe really imported the client
+    assert top_level(loaded) & {*CLIENT_NEVER, "google"} == set()
+    assert "yaml" not in top_level(loaded)  # read when a policy file is loaded
+    assert {m for m in loaded if m in OPTIONAL_PARTS or m.startswith(tuple(f"{p}." for p in OPTIONAL_PARTS))} == set()
+
+
+def test_optional_parts_load_only_when_a_policy_turns_them_on() -> None:
+    plain = {"version": 1, "ledger": "sqlite:///:memory:",
+             "routes": [{"id": "r", "provider": "local", "model": "llama-3.1-8b", "model_id": "m",
+                         "endpoint": "http://127.0.0.1:9/v1", "jurisdiction": "eu"}],
+             "tenants": {"default": {"residency": ["eu"]}}}
+    limited = {**plain, "tenants": {"default": {"residency": ["eu"], "rate_limit": {"rpm": 60}}}}
+    probe = "from broker import Broker\nBroker({policy!r}).close()"
+    without = loaded_after(probe.format(policy=plain))
+    assert "yaml" in top_level(without)  # the embedded catalog is YAML: loaded on construction, not import
+    assert {m for m in without if m.startswith(("broker.limits.hook", "broker.budgets.hook", "broker.guardrails",
+                                                "broker.energy.counters", "broker.policy.licence"))} == set()
+    assert "broker.limits.hook" in loaded_after(probe.format(policy=limited))
+
+
 def test_lazy_names_resolve_to_the_real_objects() -> None:
     import broker
     from broker.client import Broker
@@ -37,3 +67,19 @@ def test_lazy_names_resolve_to_the_real_objects() -> None:
 
     assert broker.Broker is Broker and broker.Route is Route and broker.ChatRequest is ChatRequest
     assert set(broker.__all__) <= set(dir(broker))
+
+
+def test_lazy_package_names_resolve_to_the_real_objects() -> None:
+    import importlib
+
+    for package in ("broker.policy", "broker.limits", "broker.budgets", "broker.energy"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"
+    from broker.limits.hook import RateLimits
+    from broker.policy import Policy, load_policy
+    from broker.policy.loaded import Policy as LoadedPolicy
+    from broker.policy.loader import load_policy as loader_load_policy
+
+    assert Policy is LoadedPolicy and load_policy is loader_load_policy
+    assert importlib.import_module("broker.limits").RateLimits is RateLimits

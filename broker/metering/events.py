@@ -121,7 +121,7 @@ def utc_text(moment: datetime) -> str:
     """`moment` in UTC as ``2025-01-31T23:59:59.000000Z`` (what `strftime` would give, at a fraction of its cost)."""
     if moment.tzinfo is not timezone.utc:
         moment = moment.astimezone(timezone.utc)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
 
 
 def event_to_json(event: UsageEvent) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import sqlite3
 import threading
 import time
@@ -101,14 +102,18 @@ _SCHEMA = (
     """,
 )
 
-_COLUMNS = (
-    "event_id, request_id, attempt, tenant, tags, model, provider, region, jurisdiction, model_id, "
-    "route_id, input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost_picousd, "
-    "price_version, latency_ms, ttft_ms, status, error_kind, ts, policy_version, prompt_text, "
-    "completion_text, needs, decision_id, energy_j, energy_attributed"
+#: The columns an event's attributes of the same name fill as they are (read in one `attrgetter` call);
+#: `_row` appends the five converted ones (`_CONVERTED`).
+_PLAIN = (
+    "event_id", "request_id", "attempt", "tenant", "model", "provider", "region", "jurisdiction", "model_id",
+    "route_id", "input_tokens", "output_tokens", "cached_input_tokens", "price_version", "latency_ms", "ttft_ms",
+    "status", "error_kind", "policy_version", "prompt_text", "completion_text", "needs", "decision_id", "energy_j",
 )
+_CONVERTED = ("tags", "usage_estimated", "cost_picousd", "ts", "energy_attributed")
+_plain_values = operator.attrgetter(*_PLAIN)
 _INSERT = (
-    f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join('?' * 29)}) ON CONFLICT(event_id) DO NOTHING"
+    f"INSERT INTO usage_events ({', '.join(_PLAIN + _CONVERTED)}) "
+    f"VALUES ({', '.join('?' * (len(_PLAIN) + len(_CONVERTED)))}) ON CONFLICT(event_id) DO NOTHING"
 )
 
 #: Columns added to `usage_events` after v1, with their types: a v1 or v2 file gains them on open.
@@ -161,36 +166,15 @@ def ts_text(value: datetime) -> str:
 
 
 def _row(e: UsageEvent) -> tuple[Any, ...]:
+    """The event's values in `_INSERT` order: `_PLAIN`, then `_CONVERTED`."""
+    cost, attributed = e.cost_usd, e.energy_attributed
     return (
-        e.event_id,
-        e.request_id,
-        e.attempt,
-        e.tenant,
+        *_plain_values(e),
         tags_json(e.tags),
-        e.model,
-        e.provider,
-        e.region,
-        e.jurisdiction,
-        e.model_id,
-        e.route_id,
-        e.input_tokens,
-        e.output_tokens,
-        e.cached_input_tokens,
         1 if e.usage_estimated else 0,
-        None if e.cost_usd is None else to_picousd(e.cost_usd),
-        e.price_version,
-        e.latency_ms,
-        e.ttft_ms,
-        e.status,
-        e.error_kind,
+        None if cost is None else to_picousd(cost),
         utc_text(e.timestamp),
-        e.policy_version,
-        e.prompt_text,
-        e.completion_text,
-        e.needs,
-        e.decision_id,
-        e.energy_j,
-        None if e.energy_attributed is None else int(e.energy_attributed),
+        None if attributed is None else int(attributed),
     )
 
 

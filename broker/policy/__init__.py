@@ -13,30 +13,57 @@ as `FILE:LINE: message`.
 
 from __future__ import annotations
 
-from .catalog import (
-    Catalog,
-    CatalogEntry,
-    Jurisdictions,
-    ModelInfo,
-    builtin_catalog,
-    load_catalog,
-    load_jurisdictions,
-)
-from .loaded import Policy
-from .loader import load_policy, load_policy_text
-from .schema import (
-    JURISDICTIONS,
-    Budget,
-    CircuitSettings,
-    LatencySLO,
-    MeteringSettings,
-    ModelRules,
-    PriceCeiling,
-    ProviderRules,
-    RetrySettings,
-    TenantPolicy,
-    Weights,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .catalog import (
+        Catalog,
+        CatalogEntry,
+        Jurisdictions,
+        ModelInfo,
+        builtin_catalog,
+        load_catalog,
+        load_jurisdictions,
+    )
+    from .loaded import Policy
+    from .loader import load_policy, load_policy_text
+    from .schema import (
+        JURISDICTIONS,
+        Budget,
+        CircuitSettings,
+        LatencySLO,
+        MeteringSettings,
+        ModelRules,
+        PriceCeiling,
+        ProviderRules,
+        RetrySettings,
+        TenantPolicy,
+        Weights,
+    )
+
+_CATALOG = frozenset({"Catalog", "CatalogEntry", "Jurisdictions", "ModelInfo", "builtin_catalog", "load_catalog",
+                      "load_jurisdictions"})
+_SCHEMA = frozenset({"JURISDICTIONS", "Budget", "CircuitSettings", "LatencySLO", "MeteringSettings", "ModelRules",
+                     "PriceCeiling", "ProviderRules", "RetrySettings", "TenantPolicy", "Weights"})
+
+
+def __getattr__(name: str) -> Any:
+    """Names load from their modules on first use: the router and the executor import `schema` and
+    `decision` on every broker, the loader, the catalog and their YAML reader only load a policy."""
+    if name in _CATALOG:
+        from . import catalog as module
+    elif name in _SCHEMA:
+        from . import schema as module
+    elif name == "Policy":
+        from . import loaded as module
+    elif name in ("load_policy", "load_policy_text"):
+        from . import loader as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "JURISDICTIONS",

@@ -6,10 +6,10 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import NoEligibleRoute, UnknownTenant
 from ..routes import Route
-from .catalog import Catalog
 from .schema import (
     AuditSettings,
     BudgetSettings,
@@ -23,6 +23,10 @@ from .schema import (
     TenantGroup,
     TenantPolicy,
 )
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
 
 __all__ = ["Policy"]
 
