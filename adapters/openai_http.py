@@ -278,6 +278,7 @@ class OpenAIHttpAdapter(AdapterBase):
             post = self._post()
             headers = await self._async_headers(post)
             async with post.send(self.http.session, self._encode(self._body(request, False)), headers) as response:
+                post.answered(response.status)
                 body = await response.read()
                 self._raise_for_status(response.status, response.headers, body)
                 return self._parse(body, response.headers)
@@ -287,6 +288,7 @@ class OpenAIHttpAdapter(AdapterBase):
             post = self._post()
             headers = await self._async_headers(post)
             async with post.send(self.http.session, self._encode(self._body(request, True)), headers) as response:
+                post.answered(response.status)
                 if response.status >= 400:
                     self._raise_for_status(response.status, response.headers, await response.read())
                 lines = _Lines()

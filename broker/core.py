@@ -20,9 +20,9 @@ from .errors import InvalidRequest
 from .execute import CallMeta, Executor
 from .health import CircuitBoard, LatencyTracker
 from .metering import Ledger, Meter, open_ledger
-from .policy.loaded import Policy
 from .policy.decision import Decision
 from .policy.engine import Router
+from .policy.loaded import Policy
 from .redaction import install_log_redaction
 from .routes import Route
 from .telemetry import build_telemetry

@@ -18,6 +18,7 @@ httpx and aiohttp are imported on first use, so `import broker` does not pay for
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["AsyncPost", "HttpClients", "TransportOptions", "timeout_for"]
+
+#: one DEBUG record per exchange on the aiohttp path, as httpx writes for the sync path (redacted
+#: like every record: broker/redaction.py)
+log = logging.getLogger("llama_broker.http")
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,11 @@ class AsyncPost:
     def send(self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str]) -> Any:
         """The request context manager (`async with post.send(...) as response`)."""
         return session.post(self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
+
+    def answered(self, status: int) -> None:
+        """Log the exchange at DEBUG (the URL and status: never headers or bodies)."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug('HTTP Request: POST %s "%d"', self.url, status)
 
 
 def timeout_for(read_s: float, connect_s: float) -> httpx.Timeout:

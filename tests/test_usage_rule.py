@@ -78,9 +78,9 @@ def test_bad_usage_is_retried_then_failed_over_and_metered_as_an_estimate(
         assert isinstance(later, ChatResponse) and later.route is not None and later.route.id == "a"
     rows = {(r["route_id"], r["error_kind"]): r for r in _rows(policy["ledger"])}
     failed = rows[("a", "ProtocolError")]
-    assert failed["calls"] == 2 and failed["estimated_calls"] == 2
+    assert failed["attempts"] == 2 and failed["estimated_calls"] == 2
     assert int(failed["input_tokens"]) > 0 and int(failed["output_tokens"]) > 0  # an estimate from the text
-    assert rows[("b", None)]["calls"] == 1 and rows[("a", None)]["calls"] == 1
+    assert rows[("b", None)]["attempts"] == 1 and rows[("a", None)]["attempts"] == 1
     _sound(list(rows.values()))
 
 

@@ -28,10 +28,15 @@ __all__ = ["BudgetHook", "Hold", "MemoryReservations", "Outcome", "ReservationSt
 
 def __getattr__(name: str) -> Any:
     """The hook and the stores load on first use: a broker whose policy sets no budget never imports them."""
+    value: Any
     if name == "BudgetHook":
-        from .hook import BudgetHook as value
+        from . import hook
+
+        value = hook.BudgetHook
     elif name == "MemoryReservations":
-        from .memory import MemoryReservations as value
+        from . import memory
+
+        value = memory.MemoryReservations
     elif name in ("Hold", "Outcome", "ReservationStore"):
         from . import store
 

@@ -35,8 +35,11 @@ _WINDOW_NAMES = frozenset({"SLOTS", "Held", "MemoryWindows", "Refused", "Take", 
 
 def __getattr__(name: str) -> Any:
     """The hook and the windows load on first use: the router imports `spreading` on every broker."""
+    value: Any
     if name == "RateLimits":
-        from .hook import RateLimits as value
+        from . import hook
+
+        value = hook.RateLimits
     elif name in _WINDOW_NAMES:
         from . import windows
 

@@ -51,16 +51,23 @@ def __getattr__(name: str) -> Any:
     """Names load from their modules on first use: the router and the executor import `schema` and
     `decision` on every broker, the loader, the catalog and their YAML reader only load a policy."""
     if name in _CATALOG:
-        from . import catalog as module
+        from . import catalog
+
+        value = getattr(catalog, name)
     elif name in _SCHEMA:
-        from . import schema as module
+        from . import schema
+
+        value = getattr(schema, name)
     elif name == "Policy":
-        from . import loaded as module
+        from . import loaded
+
+        value = loaded.Policy
     elif name in ("load_policy", "load_policy_text"):
-        from . import loader as module
+        from . import loader
+
+        value = getattr(loader, name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(module, name)
     globals()[name] = value
     return value
 
