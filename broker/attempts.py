@@ -69,8 +69,24 @@ _DIRECT = tuple(f.name for f in fields(ChatResponse)) == _RESPONSE_FIELDS
 
 
 def new_call_id() -> str:
-    """A fresh call id: 128 random bits as 32 hex digits, drawn once per call."""
-    return os.urandom(16).hex()
+    """A fresh call id: 128 random bits from the OS (`os.urandom`) as 32 hex digits.
+
+    The bits are drawn 256 ids at a time: each `os.urandom` call lets go of the GIL, and a call
+    that did so twice per request handed the interpreter to the background flushes each time.
+    Ids drawn ahead are dropped in a forked child, so two processes never share one.
+    """
+    try:
+        return _IDS.pop()
+    except IndexError:
+        raw = os.urandom(16 * _IDS_DRAWN).hex()
+        _IDS.extend([raw[i:i + 32] for i in range(32, len(raw), 32)])  # list.pop/extend: safe across threads
+        return raw[:32]
+
+
+_IDS_DRAWN = 256
+_IDS: list[str] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDS.clear)
 
 
 def event_id(request_id: str, attempt: int) -> str:

@@ -192,7 +192,8 @@ class ChatRequest(BaseModel):
 
     @property
     def needs_vision(self) -> bool:
-        return any(m.images for m in self.messages)
+        return any(isinstance(m.content, list) and any(isinstance(p, ImagePart) for p in m.content)
+                   for m in self.messages)
 
     @property
     def needs_json(self) -> bool:

@@ -4,9 +4,9 @@ Needs the ``postgres`` extra (psycopg 3), imported when a ``postgresql://`` URL 
 Costs are ``NUMERIC(38, 12)`` (exact, to the picodollar like the SQLite backend), timestamps
 ``TIMESTAMPTZ`` read in UTC, tags ``JSONB``.  A batch is written with ``COPY`` into a
 temporary staging table of the session, then moved into ``usage_events`` by one ``INSERT ...
-SELECT ... ON CONFLICT (event_id) DO NOTHING``, so a retried batch never counts twice (about 3x
-the rate of a pipelined ``executemany``).  Schema creation holds an advisory lock,
-so instances starting together do not race.  A broken connection is reopened on the next
+SELECT ... ON CONFLICT (event_id) DO NOTHING``, so a retried batch never counts twice (a batch
+of 1,000 goes in at about 1.6x the rate of a pipelined ``executemany``).  Schema creation
+holds an advisory lock, so instances starting together do not race.  A broken connection is reopened on the next
 call, which lets the meter's retry of a failed flush go through once the server is back.
 
 An event the server refuses (a ``NUMERIC`` or ``BIGINT`` overflow, any ``DataError``, text
