@@ -7,7 +7,7 @@ bulk path (`write()`: one ``executemany`` per transaction of 50,000 rows), then 
 `report_rows` for several group-bys and prints the median of `--runs` runs of each, then the
 whole `report` command's table and HTML page (`--html-runs` runs each; targets on 2 cores:
 table <= 1 s over 1M events, HTML <= 3 s over 1M and <= 15 s over 10M).  About 3% of requests
-take a second attempt (a retry or a failover), as throttling produces.  An existing ledger file
+take a second attempt (a retry or a failover) after a throttled first one.  An existing ledger file
 with the requested number of events is reused.
 """
 
@@ -60,6 +60,7 @@ def generate(n: int, seed: int = 7):
         price = prices[route_id]
         error = rng.random() < 0.02
         second = rng.random() < 0.03 and i + 1 < n
+        error = error or second  # a request tries again after a failed (throttled) attempt
         yield UsageEvent(
             event_id=f"bench-{i:08d}",
             request_id=f"req-{i:08d}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import threading
 import time
@@ -154,7 +153,7 @@ class BrokerCore:
             clock=clock,
             sleep=sleep,
             wall=now,
-            asleep=asleep or asyncio.sleep,
+            asleep=asleep,  # None: asyncio.sleep, imported with the first async retry
             hooks=self.hooks,
         )
         self._stamp: Callable[[ChatResponse, CallMeta, Route], ChatResponse] | None = None
@@ -221,6 +220,8 @@ class BrokerCore:
         if guards is None:
             return request
         if guards.needs_io or self.meter.durable:  # a classifier call or a durable write: off the loop's thread
+            import asyncio
+
             return await asyncio.to_thread(self.guard_input, decision, request, meta)
         return self.guard_input(decision, request, meta)
 

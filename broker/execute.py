@@ -17,13 +17,12 @@ the awaits.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from contextlib import aclosing, closing
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .adapter import Adapter
 from .attempts import UNUSABLE_ROUTE, Attempt, AttemptOutcomes, CallMeta
@@ -32,11 +31,15 @@ from .errors import BrokerError, NoEligibleRoute, ProviderError, ResidencyViolat
 from .health import CircuitBoard, LatencyTracker
 from .metering.events import UsageEvent
 from .policy.decision import Decision
-from .policy.schema import RetrySettings
 from .retry import RetryRule, RouteRetries
 from .routes import Route
 from .streaming import StreamAccumulator
 from .types import ChatRequest, ChatResponse, StreamEvent
+
+if TYPE_CHECKING:  # asyncio loads with the first async call, the policy schema with the policy
+    import asyncio
+
+    from .policy.schema import RetrySettings
 
 __all__ = ["CallMeta", "Executor"]
 
@@ -66,7 +69,7 @@ class Executor:
         retry: RetrySettings,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
-        asleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        asleep: Callable[[float], Awaitable[Any]] | None = None,
         wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
         hooks: Sequence[CallHook] = (),
     ) -> None:
@@ -143,6 +146,8 @@ class Executor:
     async def _arecord(self, event: UsageEvent) -> None:
         """Meter from async code: a durable commit runs off the event loop's thread."""
         if self.meter.durable:
+            import asyncio
+
             await asyncio.to_thread(self.meter.record, event)
         else:
             self.meter.record(event)
@@ -182,6 +187,8 @@ class Executor:
     async def _aopen(self, request: ChatRequest, decision: Decision, meta: CallMeta) -> _Watch:
         if not (self.hooks and any(hook.blocking for hook in self.hooks)):
             return self._open(request, decision, meta)
+        import asyncio
+
         opening = asyncio.ensure_future(asyncio.to_thread(self._open, request, decision, meta))
         try:
             return await _finished(opening)
@@ -440,17 +447,23 @@ class _Watch:
 
     async def aclaim(self, route: Route, decision: Decision) -> bool:
         if self.blocking:  # a cancelled caller still waits for the claim: its close then releases what it took
+            import asyncio
+
             return await _finished(asyncio.ensure_future(asyncio.to_thread(self.claim, route, decision)))
         return self.claim(route, decision)
 
     async def aattempted(self, route: Route, event: UsageEvent) -> None:
         if self.blocking:
+            import asyncio
+
             await asyncio.to_thread(self.attempted, route, event)
         else:
             self.attempted(route, event)
 
     async def aclose(self, response: ChatResponse | None, error: BaseException | None) -> None:
         if self.blocking:
+            import asyncio
+
             await asyncio.to_thread(self.close, response, error)
         else:
             self.close(response, error)
@@ -468,6 +481,8 @@ async def _finished(step: asyncio.Future[_T]) -> _T:
     A cancelled caller waits for the step to end before `CancelledError` goes on, so whatever the
     step took (a reservation, a rate-limit request) is known to the call's scopes when they close.
     """
+    import asyncio
+
     cancelled: asyncio.CancelledError | None = None
     while True:
         try:

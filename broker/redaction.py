@@ -32,6 +32,7 @@ off; `logging.setLogRecordFactory`'s documentation shows how to chain.)
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -86,23 +87,30 @@ _FIELD_NAMES = (
     r"aws_session_token|secret_?access_?key|session_?token|client_secret|refresh_token|access_token|"
     r"id_token|password"
 )
-#: (substrings of the lower-cased text that make the shape worth looking for, shape, replacement);
-#: the cheap substring test keeps the regular expressions off texts that cannot match
-_SHAPES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
-    (("bearer",), re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + MASK),
-    (("key", "authorization", "token", "secret", "password"),
-     re.compile(rf"(?i)\b({_FIELD_NAMES})([\"']?\s*[:=]\s*(?-i:b)?[\"']?)(?!(?:bearer\s+)?\[redacted\])"
-                rf"(?:bearer\s+)?[^\s\"',;}}&]{{2,}}"),
-     r"\1\2" + MASK),
-    (("akia", "asia", "aida", "aroa", "aipa", "anpa", "anva", "apka", "abia", "acca"),
-     re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}\b"), MASK),
-    (("gsk_",), re.compile(r"\bgsk_[A-Za-z0-9]{8,}"), MASK),
-    (("ya29.",), re.compile(r"\bya29\.[0-9A-Za-z_.-]+"), MASK),
-    (("aiza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), MASK),
-    (("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), MASK),
-    (("://",), re.compile(r"(://[^:/@\s]+:)[^@\s/]+@"), r"\1" + MASK + "@"),
-)
-_TRIGGERS = re.compile("|".join(re.escape(t) for t in sorted({t for ts, _, _ in _SHAPES for t in ts})))
+_Shape = tuple[tuple[str, ...], re.Pattern[str], str]
+
+
+@functools.cache
+def _shapes() -> tuple[tuple[_Shape, ...], re.Pattern[str]]:
+    """(substrings of the lower-cased text that make the shape worth looking for, shape, replacement),
+    and one expression finding those substrings: the cheap substring test keeps the shapes' regular
+    expressions off texts that cannot match.  Compiled on the first redaction, not at import."""
+    shapes: tuple[_Shape, ...] = (
+        (("bearer",), re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + MASK),
+        (("key", "authorization", "token", "secret", "password"),
+         re.compile(rf"(?i)\b({_FIELD_NAMES})([\"']?\s*[:=]\s*(?-i:b)?[\"']?)(?!(?:bearer\s+)?\[redacted\])"
+                    rf"(?:bearer\s+)?[^\s\"',;}}&]{{2,}}"),
+         r"\1\2" + MASK),
+        (("akia", "asia", "aida", "aroa", "aipa", "anpa", "anva", "apka", "abia", "acca"),
+         re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}\b"), MASK),
+        (("gsk_",), re.compile(r"\bgsk_[A-Za-z0-9]{8,}"), MASK),
+        (("ya29.",), re.compile(r"\bya29\.[0-9A-Za-z_.-]+"), MASK),
+        (("aiza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), MASK),
+        (("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), MASK),
+        (("://",), re.compile(r"(://[^:/@\s]+:)[^@\s/]+@"), r"\1" + MASK + "@"),
+    )
+    triggers = re.compile("|".join(re.escape(t) for t in sorted({t for ts, _, _ in shapes for t in ts})))
+    return shapes, triggers
 
 
 class _Compiled:
@@ -177,9 +185,10 @@ class Redactor:
             text = compiled.whole.sub(MASK, text)
             if cut:
                 text = compiled.mask_cut_tail(text)
-        present = set(_TRIGGERS.findall(text.lower()))
+        shapes, found_triggers = _shapes()
+        present = set(found_triggers.findall(text.lower()))
         if present:
-            for triggers, shape, replacement in _SHAPES:
+            for triggers, shape, replacement in shapes:
                 if not present.isdisjoint(triggers):
                     text = shape.sub(replacement, text)
         return text

@@ -17,6 +17,7 @@ tenacity's `before_sleep`, which runs only once a retry is certain.
 A call that succeeds at once pays for none of this: the executor makes a route's
 `RouteRetries` at its first failure, and that drives the same tenacity strategies, in
 tenacity's own order (retry?, wait, stop?, before_sleep), for the rest of the route's attempts.
+tenacity itself, and the strategies (`broker/retry_strategies.py`), are imported then too.
 
 The retry budget per route keeps a failing provider from multiplying load, in the spirit of
 the AWS SDK's retry quota: each retry spends a token, each success earns back `ratio` of one,
@@ -29,49 +30,29 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tenacity import (
-    AsyncRetrying,
-    BaseRetrying,
-    RetryCallState,
-    Retrying,
-    retry_base,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+if TYPE_CHECKING:  # tenacity and the policy schema load at a route's first failure, not with the executor
+    from tenacity import AsyncRetrying, BaseRetrying, Retrying, retry_base
 
-from .errors import ProviderError
-from .health import CircuitBoard
-from .policy.schema import RetrySettings
+    from .health import CircuitBoard
+    from .policy.schema import RetrySettings
+    from .retry_strategies import RouteStrategies, WaitForHint, _SpendToken
 
 __all__ = ["RetryBudget", "RetryRule", "RouteRetries", "WaitForHint"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WaitForHint":
+        from .retry_strategies import WaitForHint
+
+        return WaitForHint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Delivers(Protocol):
     @property
     def delivered(self) -> bool: ...
-
-
-class WaitForHint:
-    """tenacity wait strategy: the provider's `retry_after` if given, else jittered exponential."""
-
-    def __init__(self, base_delay_s: float, max_delay_s: float) -> None:
-        self.max_delay_s = max_delay_s
-        self._backoff = wait_random_exponential(multiplier=base_delay_s, max=max_delay_s)
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hint = getattr(exc, "retry_after", None)
-        if hint is not None:
-            return min(float(hint), self.max_delay_s)
-        return float(self._backoff(state))
-
-    def hint_within_max(self, exc: BaseException) -> bool:
-        """Whether the error's wait hint, if any, is short enough to wait out on this route."""
-        hint = getattr(exc, "retry_after", None)
-        return hint is None or float(hint) <= self.max_delay_s
 
 
 class RetryBudget:
@@ -103,55 +84,11 @@ class RetryBudget:
             return self._tokens.get(route_id, self.capacity)
 
 
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and exc.retryable
-
-
-class retry_if_nothing_delivered(retry_base):  # named like tenacity's own strategies
-    """Retry only while no content of the stream has reached the caller."""
-
-    def __init__(self, stream: _Delivers) -> None:
-        self.stream = stream
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return not self.stream.delivered
-
-
-class retry_if_circuit_allows(retry_base):
-    """Retry only while the route's circuit lets calls through."""
-
-    def __init__(self, circuits: CircuitBoard, route_id: str) -> None:
-        self.circuits, self.route_id = circuits, route_id
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.circuits.allows(self.route_id)
-
-
-class retry_if_budget_left(retry_base):
-    """Retry only while the route's retry budget holds a token (it is spent in `before_sleep`)."""
-
-    def __init__(self, budget: RetryBudget, route_id: str) -> None:
-        self.budget, self.route_id = budget, route_id
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.budget.has_token(self.route_id)
-
-
-class _SpendToken:
-    """tenacity `before_sleep`: a retry is about to happen, so it spends one of the route's tokens."""
-
-    def __init__(self, budget: RetryBudget, route_id: str) -> None:
-        self.budget, self.route_id = budget, route_id
-
-    def __call__(self, retry_state: RetryCallState) -> None:
-        self.budget.spend(self.route_id)
-
-
 class RetryRule:
     """The retry rule of one broker: `retrying(route)` gives the tenacity loop for one route of a call.
 
-    The parts that depend only on the policy and the route are built once per route and kept;
-    a call adds only its own tenacity loop (and, for a stream, the not-delivered check).
+    The parts that depend only on the policy and the route are built once per route, at its first
+    failure, and kept; a call adds only its own tenacity loop (and, for a stream, the not-delivered check).
     """
 
     def __init__(
@@ -160,42 +97,61 @@ class RetryRule:
         *,
         circuits: CircuitBoard,
         sleep: Callable[[float], None],
-        asleep: Callable[[float], Awaitable[None]],
+        asleep: Callable[[float], Awaitable[Any]] | None = None,
     ) -> None:
         self.circuits = circuits
-        self.sleep, self.asleep = sleep, asleep
-        self.wait = WaitForHint(settings.base_delay_s, settings.max_delay_s)
+        self.sleep, self._asleep = sleep, asleep
+        self.settings = settings
         self.budget = RetryBudget(ratio=settings.budget_ratio, capacity=settings.budget_capacity)
-        self.stop = stop_after_attempt(settings.max_attempts_per_route)
-        self._failure = retry_if_exception(_transient) & retry_if_exception(self.wait.hint_within_max)
-        self._routes: dict[str, tuple[retry_base, _SpendToken]] = {}
+        self._strategies: RouteStrategies | None = None
 
-    def _on_route(self, route_id: str) -> tuple[retry_base, _SpendToken]:
-        found = self._routes.get(route_id)
-        if found is None:
-            rule = (self._failure & retry_if_circuit_allows(self.circuits, route_id)
-                    & retry_if_budget_left(self.budget, route_id))
-            found = self._routes.setdefault(route_id, (rule, _SpendToken(self.budget, route_id)))
-        return found
+    @property
+    def strategies(self) -> RouteStrategies:
+        """The tenacity strategies of this rule, built (and tenacity imported) on first use."""
+        built = self._strategies
+        if built is None:
+            from .retry_strategies import RouteStrategies
+
+            settings = self.settings
+            built = self._strategies = RouteStrategies(
+                base_delay_s=settings.base_delay_s, max_delay_s=settings.max_delay_s,
+                max_attempts=settings.max_attempts_per_route, circuits=self.circuits, budget=self.budget,
+            )
+        return built
+
+    @property
+    def asleep(self) -> Callable[[float], Awaitable[Any]]:
+        """The async sleep between retries: the one given, else `asyncio.sleep` (imported on first use)."""
+        if self._asleep is None:
+            import asyncio
+
+            self._asleep = asyncio.sleep
+        return self._asleep
+
+    @property
+    def wait(self) -> WaitForHint:
+        return self.strategies.wait
 
     def _rule(self, route_id: str, stream: _Delivers | None) -> tuple[retry_base, _SpendToken]:
-        rule, spend = self._on_route(route_id)
-        if stream is not None:
-            rule = retry_if_nothing_delivered(stream) & rule
-        return rule, spend
+        return self.strategies.on_route(route_id, stream)
 
     def on_failure(self, route_id: str, stream: _Delivers | None = None) -> RouteRetries:
         """The retry state of a route whose first attempt in a call has just failed."""
         return RouteRetries(self.retrying(route_id, stream))
 
     def retrying(self, route_id: str, stream: _Delivers | None = None) -> Retrying:
+        from tenacity import Retrying
+
         rule, spend = self._rule(route_id, stream)
-        return Retrying(stop=self.stop, wait=self.wait, retry=rule, before_sleep=spend, sleep=self.sleep, reraise=True)
+        return Retrying(stop=self.strategies.stop, wait=self.wait, retry=rule, before_sleep=spend, sleep=self.sleep,
+                        reraise=True)
 
     def aretrying(self, route_id: str, stream: _Delivers | None = None) -> AsyncRetrying:
+        from tenacity import AsyncRetrying
+
         rule, spend = self._rule(route_id, stream)
-        return AsyncRetrying(stop=self.stop, wait=self.wait, retry=rule, before_sleep=spend, sleep=self.asleep,
-                             reraise=True)
+        return AsyncRetrying(stop=self.strategies.stop, wait=self.wait, retry=rule, before_sleep=spend,
+                             sleep=self.asleep, reraise=True)
 
 
 class RouteRetries:
@@ -204,6 +160,8 @@ class RouteRetries:
     __slots__ = ("retrying", "state")
 
     def __init__(self, retrying: BaseRetrying) -> None:
+        from tenacity import RetryCallState
+
         self.retrying = retrying
         self.state = RetryCallState(retrying, fn=None, args=(), kwargs={})
 

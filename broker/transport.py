@@ -17,12 +17,13 @@ httpx and aiohttp are imported on first use, so `import broker` does not pay for
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    import asyncio
+
     import aiohttp
     import httpx
 
@@ -92,6 +93,8 @@ class HttpClients:
     @property
     def session(self) -> aiohttp.ClientSession:
         """The aiohttp session of the running event loop (built on first use, again if the loop changed)."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         session = self._session
         if session is None or session.closed or self._session_loop is not loop:
@@ -120,6 +123,8 @@ class HttpClients:
             await self._async.aclose()
             self._async = None
         session, self._session = self._session, None
+        import asyncio
+
         if session is not None and not session.closed and self._session_loop is asyncio.get_running_loop():
             await session.close()
 

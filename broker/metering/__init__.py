@@ -15,12 +15,30 @@ as a `DeadLetter` and the rest of its batch commits.  See docs/metering.md for t
 format, the dead letters and the buffering guarantees.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from broker.metering.deadletter import MAX_TOKENS_PER_EVENT, DeadLetter, usage_problem
 from broker.metering.events import UsageEvent, event_from_json, event_to_json, new_event_id
 from broker.metering.ledger import Ledger, LedgerNotFound
 from broker.metering.location import data_dir, default_ledger_url, open_ledger
 from broker.metering.meter import Meter, replay_spill
-from broker.metering.query import DIMENSIONS, ReportFilters, parse_group_by
+
+if TYPE_CHECKING:
+    from broker.metering.query import DIMENSIONS, ReportFilters, parse_group_by
+
+_REPORTING = ("DIMENSIONS", "ReportFilters", "parse_group_by")
+
+
+def __getattr__(name: str) -> Any:
+    # what reports ask of a ledger (a pydantic model) loads with the first report, not with the meter
+    if name in _REPORTING:
+        from broker.metering import query
+
+        value = getattr(query, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DIMENSIONS",

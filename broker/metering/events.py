@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Literal
 
-__all__ = ["UsageEvent", "event_from_json", "event_to_json", "new_event_id", "tags_json", "utc_text"]
+__all__ = ["UsageEvent", "event_from_json", "event_to_json", "new_event_id", "tags_json", "utc", "utc_text"]
 
 _TAGS_CACHE_SIZE = 4096
 _tags_cache: dict[tuple[tuple[str, str], ...], str] = {}
@@ -115,6 +115,13 @@ def tags_json(tags: Mapping[str, str]) -> str:
             _tags_cache.clear()
         text = _tags_cache[key] = json.dumps(dict(tags), sort_keys=True, separators=(",", ":"))
     return text
+
+
+def utc(value: datetime) -> datetime:
+    """An aware UTC datetime (naive values are taken to be UTC already)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def utc_text(moment: datetime) -> str:

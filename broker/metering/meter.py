@@ -43,10 +43,9 @@ from typing import TYPE_CHECKING
 
 from broker.errors import MeteringError
 from broker.metering.deadletter import DeadLetter, dead_letter_line, reason_of, spill_dead_letters, usage_problem
-from broker.metering.events import UsageEvent, dumps_event, event_from_json
+from broker.metering.events import UsageEvent, dumps_event, event_from_json, utc
 from broker.metering.ledger import Ledger
 from broker.metering.paths import data_dir
-from broker.metering.query import utc
 
 if TYPE_CHECKING:
     from typing_extensions import Self

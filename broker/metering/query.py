@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from broker.metering.events import utc  # re-exported: the backends read it from here
+
 __all__ = [
     "COST_SCALE",
     "DIMENSIONS",
@@ -135,13 +137,6 @@ def parse_group_by(names: Iterable[str]) -> tuple[Dimension, ...]:
             if dim not in out:
                 out.append(dim)
     return tuple(out)
-
-
-def utc(value: datetime) -> datetime:
-    """An aware UTC datetime (naive values are taken to be UTC already)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def filter_equalities(filters: Any) -> list[tuple[str, str]]:

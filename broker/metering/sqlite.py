@@ -53,7 +53,7 @@ __all__ = ["SQLiteLedger"]
 
 log = logging.getLogger("llama_broker.metering")
 
-SCHEMA_VERSION = 3  # v2 added usage_dead_letter; v3 needs, decision_id, energy_j, energy_attributed
+SCHEMA_VERSION = 4  # v2 added usage_dead_letter; v3 needs, decision_id, energy_j, energy_attributed; v4 move
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _SCHEMA = (
@@ -87,7 +87,8 @@ _SCHEMA = (
         needs               TEXT,
         decision_id         TEXT,
         energy_j            REAL,
-        energy_attributed   INTEGER
+        energy_attributed   INTEGER,
+        move                TEXT
     )
     """,
     "CREATE INDEX IF NOT EXISTS usage_events_tenant_ts ON usage_events (tenant, ts)",
@@ -102,6 +103,15 @@ _SCHEMA = (
     """,
 )
 
+#: Indexes on columns added after v1 (made once those columns exist).  `usage_events_failed` finds the
+#: attempt before a retry written in an earlier batch (attempts follow failed ones); `usage_events_unsettled`
+#: holds the later attempts whose move is not known (rows from before v4), which reports window.
+_LATER_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS usage_events_failed ON usage_events (request_id, attempt) WHERE status = 'error'",
+    "CREATE INDEX IF NOT EXISTS usage_events_unsettled ON usage_events (request_id) "
+    "WHERE attempt > 1 AND move IS NULL",
+)
+
 #: The columns an event's attributes of the same name fill as they are (read in one `attrgetter` call);
 #: `_row` appends the five converted ones (`_CONVERTED`).
 _PLAIN = (
@@ -109,7 +119,7 @@ _PLAIN = (
     "route_id", "input_tokens", "output_tokens", "cached_input_tokens", "price_version", "latency_ms", "ttft_ms",
     "status", "error_kind", "policy_version", "prompt_text", "completion_text", "needs", "decision_id", "energy_j",
 )
-_CONVERTED = ("tags", "usage_estimated", "cost_picousd", "ts", "energy_attributed")
+_CONVERTED = ("tags", "usage_estimated", "cost_picousd", "ts", "energy_attributed", "move")
 _plain_values = operator.attrgetter(*_PLAIN)
 _INSERT = (
     f"INSERT INTO usage_events ({', '.join(_PLAIN + _CONVERTED)}) "
@@ -122,6 +132,7 @@ _ADDED_COLUMNS = (
     ("decision_id", "TEXT"),
     ("energy_j", "REAL"),
     ("energy_attributed", "INTEGER"),
+    ("move", "TEXT"),
 )
 
 _INSERT_DEAD = (
@@ -138,12 +149,15 @@ _METRICS_SQL = (
     # requests (first attempts), attempts after the first, and the usage whose price was unknown
     "SUM(attempt = 1), SUM(attempt > 1), "
     "SUM(CASE WHEN cost_picousd IS NULL THEN input_tokens END), "
-    "SUM(CASE WHEN cost_picousd IS NULL THEN output_tokens END)"
+    "SUM(CASE WHEN cost_picousd IS NULL THEN output_tokens END), "
+    # attempts after the first, told apart when written (`move`), and those whose move is not known
+    "SUM(move = 'retry'), SUM(move = 'failover'), SUM(attempt > 1 AND move IS NULL)"
 )
-#: Attempts after the first, told apart: the same route as the attempt before (a retry) or
-#: another (a failover).  Only requests with more than one attempt are windowed.
+#: Attempts after the first whose move was not recorded (rows from before v4, or whose attempt
+#: before was not found at write), told apart by a window: the same route as the attempt before
+#: (a retry) or another (a failover).  Only the requests holding such an attempt are windowed.
 _MOVES_SQL = (
-    "WITH multi AS (SELECT DISTINCT request_id FROM usage_events NOT INDEXED WHERE attempt > 1), "
+    "WITH multi AS (SELECT DISTINCT request_id FROM usage_events WHERE attempt > 1 AND move IS NULL), "
     "tried AS (SELECT *, LAG(route_id) OVER (PARTITION BY request_id ORDER BY attempt) AS prev_route "
     "FROM usage_events WHERE request_id IN (SELECT request_id FROM multi)) "
     "SELECT {select}SUM(prev_route = route_id), SUM(prev_route <> route_id) FROM tried{where}"
@@ -175,6 +189,7 @@ def _row(e: UsageEvent) -> tuple[Any, ...]:
         None if cost is None else to_picousd(cost),
         utc_text(e.timestamp),
         None if attributed is None else int(attributed),
+        None,  # move: filled in by `SQLiteLedger._settle_moves` for attempts after the first
     )
 
 
@@ -185,6 +200,35 @@ def picousd_sum(micro: int | None, pico_rest: int | None) -> Decimal | None:
     with localcontext() as ctx:
         ctx.prec = 80
         return tidy_decimal(Decimal(micro).scaleb(-6) + Decimal(pico_rest or 0).scaleb(-12))
+
+
+def _settle_moves(db: sqlite3.Connection, rows: list[tuple[UsageEvent, tuple[Any, ...]]]
+                  ) -> list[tuple[UsageEvent, tuple[Any, ...]]]:
+    """Rows with `move` set on each later attempt whose attempt before is known: ``retry`` (same route) or
+    ``failover``.  The attempt before is looked for in the batch, then among the failed attempts on file;
+    where neither has it, `move` stays NULL and reports window that attempt (`_MOVES_SQL`)."""
+    later = [i for i, (e, _) in enumerate(rows) if e.attempt > 1]
+    if not later:
+        return rows
+    routes = {(e.request_id, e.attempt): e.route_id for e, _ in rows}
+    missing = sorted({rows[i][0].request_id for i in later if (rows[i][0].request_id, rows[i][0].attempt - 1)
+                      not in routes})
+    for start in range(0, len(missing), 500):
+        part = missing[start : start + 500]
+        found = db.execute(
+            "SELECT request_id, attempt, route_id FROM usage_events INDEXED BY usage_events_failed "
+            f"WHERE status = 'error' AND request_id IN ({', '.join('?' * len(part))})",
+            part,
+        )
+        for request_id, attempt, route_id in found:
+            routes.setdefault((request_id, attempt), route_id)
+    out = list(rows)
+    for i in later:
+        event, row = rows[i]
+        before = routes.get((event.request_id, event.attempt - 1))
+        if before is not None:
+            out[i] = (event, (*row[:-1], "retry" if before == event.route_id else "failover"))
+    return out
 
 
 def _dimension_sql(dim: Dimension, params: list[Any]) -> str:
@@ -253,6 +297,8 @@ class SQLiteLedger:
                 for column, kind in _ADDED_COLUMNS:  # an older file: CREATE ... IF NOT EXISTS kept its table
                     if column not in present:
                         db.execute(f"ALTER TABLE usage_events ADD COLUMN {column} {kind}")
+                for statement in _LATER_INDEXES:
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
@@ -269,6 +315,7 @@ class SQLiteLedger:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
             try:
+                rows = _settle_moves(db, rows)
                 inserted, rejected = isolate(rows, self._insert_part, _refused)
                 refused += rejected
                 where = self._set_aside(db, refused) if refused else ""
@@ -367,20 +414,21 @@ class SQLiteLedger:
         with self._lock, self._errors("read"):
             fetched = self._connection().execute(sql, [*params, *where_params]).fetchall()
             n = len(dims)
-            moves = self._moves(dims, filters) if any(r[n] and r[n + 12] for r in fetched) else {}
+            moves = self._moves(dims, filters) if any(r[n] and r[n + 17] for r in fetched) else {}
         rows = []
         for r in fetched:
-            if r[len(dims)]:
+            if r[n]:
                 row = self._to_row(dims, r)
-                row["retries"], row["failovers"] = moves.get(tuple(r[:n]), (0, 0))
+                retries, failovers = moves.get(tuple(r[:n]), (0, 0))
+                row["retries"], row["failovers"] = (r[n + 15] or 0) + retries, (r[n + 16] or 0) + failovers
                 rows.append(row)
         return rows
 
     def _moves(self, dims: Sequence[Dimension], filters: Any) -> dict[tuple[Any, ...], tuple[int, int]]:
-        """Retries and failovers per group (a second, narrow pass over multi-attempt requests)."""
+        """Retries and failovers per group among the attempts whose move was not recorded (`_MOVES_SQL`)."""
         params: list[Any] = []
         select = "".join(_dimension_sql(d, params) + ", " for d in dims)
-        where, where_params = self._where(filters, ("attempt > 1",))
+        where, where_params = self._where(filters, ("attempt > 1", "move IS NULL"))
         sql = _MOVES_SQL.format(select=select, where=where)
         if dims:
             sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))

@@ -55,13 +55,11 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from broker.errors import BudgetExceeded
 
-from .schema import Budget, TenantPolicy
-
 if TYPE_CHECKING:
     from broker.routes import Route
     from broker.types import ChatRequest
 
-    from .schema import TenantGroup
+    from .schema import Budget, TenantGroup, TenantPolicy
 
 __all__ = [
     "BudgetLimit",

@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.health import CircuitBoard, CircuitState, LatencyEstimate
 from broker.health.latency import prior_estimate
@@ -35,7 +35,9 @@ from broker.routes import Route
 
 from .filters import Needs, class_keep, static_keep
 from .ranking import UNKNOWN
-from .schema import TenantPolicy
+
+if TYPE_CHECKING:
+    from .schema import TenantPolicy
 
 __all__ = ["ALL_CLOSED", "HealthSnapshot", "Kind", "Plan", "PlanEntry", "Survivor", "health_now", "survivors"]
 

@@ -42,10 +42,10 @@ from .compiled import HealthSnapshot, Plan, PlanEntry, Survivor, health_now, sur
 from .decision import Candidate, Decision
 from .filters import FILTERS, CallContext, needs_of, stream_replayed
 from .ranking import order_rows, rank
-from .schema import TenantPolicy
 
 if TYPE_CHECKING:
     from .loaded import Policy
+    from .schema import TenantPolicy
 
 __all__ = ["Router"]
 

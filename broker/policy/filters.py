@@ -19,14 +19,16 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from broker.health import CircuitState, LatencyEstimate
 from broker.routes import Route
 from broker.types import ChatRequest
 
 from .decision import Verdict
-from .schema import TenantPolicy
+
+if TYPE_CHECKING:
+    from .schema import TenantPolicy
 
 __all__ = ["FILTERS", "CallContext", "Needs", "class_keep", "needs_of", "static_keep", "stream_replayed"]
 

@@ -5,30 +5,42 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NoEligibleRoute, UnknownTenant
 from ..routes import Route
-from .schema import (
-    AuditSettings,
-    BudgetSettings,
-    CircuitSettings,
-    EnergySettings,
-    LimitsSettings,
-    MeteringSettings,
-    ProvenanceSettings,
-    RetrySettings,
-    TelemetrySettings,
-    TenantGroup,
-    TenantPolicy,
-)
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the schema loads with the policy loader, not with the broker's import
     from .catalog import Catalog
+    from .schema import (
+        AuditSettings,
+        BudgetSettings,
+        CircuitSettings,
+        EnergySettings,
+        LimitsSettings,
+        MeteringSettings,
+        ProvenanceSettings,
+        RetrySettings,
+        TelemetrySettings,
+        TenantGroup,
+        TenantPolicy,
+    )
 
 
 __all__ = ["Policy"]
+
+
+def _default(name: str) -> Callable[[], Any]:
+    """A default factory for a settings model of `broker.policy.schema`, imported when a policy is built."""
+
+    def make() -> Any:
+        from . import schema
+
+        return getattr(schema, name)()
+
+    return make
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,25 +53,25 @@ class Policy:
     source: str = "<dict>"
     ledger: str | None = None
     description: str | None = None
-    metering: MeteringSettings = field(default_factory=MeteringSettings)
-    retry: RetrySettings = field(default_factory=RetrySettings)
-    circuit: CircuitSettings = field(default_factory=CircuitSettings)
+    metering: MeteringSettings = field(default_factory=_default("MeteringSettings"))
+    retry: RetrySettings = field(default_factory=_default("RetrySettings"))
+    circuit: CircuitSettings = field(default_factory=_default("CircuitSettings"))
     #: spans and metrics, and which routes' runners are measured for energy: neither changes routing
-    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
-    energy: EnergySettings = field(default_factory=EnergySettings)
+    telemetry: TelemetrySettings = field(default_factory=_default("TelemetrySettings"))
+    energy: EnergySettings = field(default_factory=_default("EnergySettings"))
     #: the signed provenance record on answers (off by default): never changes routing
-    provenance: ProvenanceSettings = field(default_factory=ProvenanceSettings)
+    provenance: ProvenanceSettings = field(default_factory=_default("ProvenanceSettings"))
     #: the decision audit trail (on by default): never changes routing
-    audit: AuditSettings = field(default_factory=AuditSettings)
+    audit: AuditSettings = field(default_factory=_default("AuditSettings"))
     #: `refuse`: a call naming a tenant not in `tenants` is `UnknownTenant`; `default`: it is
     #: served under the `default` tenant's rules (and metered under the name it gave)
     unknown_tenants: str = "refuse"
     #: where rate windows (tenant limits, route quotas, saturation marks) live: `broker/limits`
-    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    limits: LimitsSettings = field(default_factory=_default("LimitsSettings"))
     #: groups of tenants sharing limits (`groups:`), by name
     groups: dict[str, TenantGroup] = field(default_factory=dict)
     #: how budget reservations are leased in the shared store
-    budgets: BudgetSettings = field(default_factory=BudgetSettings)
+    budgets: BudgetSettings = field(default_factory=_default("BudgetSettings"))
     #: how many days ahead of a route's end of life decisions, reports and `policy validate` warn
     lifecycle_warning_days: int = 90
     version: str = field(init=False)
