@@ -2,8 +2,9 @@
 
 Subclasses say where to POST (`url`) and how to authenticate (`auth_headers` /
 `aauth_headers`; `static_auth = True` when the headers never change, so they are built into the
-route's request once).  Sync calls go through the broker's shared `httpx.Client`; async calls
-through its aiohttp session directly (`broker.transport.AsyncPost`), the body read once.  Every
+route's request once).  Sync calls go on the broker's shared httpx transport directly
+(`broker.transport.SyncPost`), async calls on its aiohttp session (`broker.transport.AsyncPost`):
+each route's URL, fixed headers and timeouts built once, the body read once.  Every
 transport failure and non-2xx answer is mapped onto the broker's errors in `_mapped_errors`,
 the only place this module touches httpx's and aiohttp's exception types:
 
@@ -41,7 +42,7 @@ import httpx
 
 from broker.adapter import AdapterBase
 from broker.errors import ProtocolError, ProviderError, Timeout, Unavailable
-from broker.transport import AsyncPost, timeout_for
+from broker.transport import AsyncPost, SyncPost
 from broker.types import ChatRequest, ChatResponse, StreamEvent
 
 from . import openai_shape
@@ -137,7 +138,7 @@ class OpenAIHttpAdapter(AdapterBase):
     #: whether `auth_headers()` always returns the same headers (then they are built into the request once)
     static_auth = False
     _async_post: AsyncPost | None = None
-    _sync_timeout: httpx.Timeout | None = None
+    _sync_post: SyncPost | None = None
 
     @property
     def url(self) -> str:
@@ -159,12 +160,6 @@ class OpenAIHttpAdapter(AdapterBase):
             request, self.body_model_id(), stream=stream, include_usage=self.include_stream_usage
         )
 
-    @property
-    def _timeout(self) -> httpx.Timeout:
-        if self._sync_timeout is None:
-            self._sync_timeout = timeout_for(self.route.timeout_s, self.route.connect_timeout_s)
-        return self._sync_timeout
-
     def _post(self) -> AsyncPost:
         """The route's async request, built on first use (the URL may need the credentials first)."""
         post = self._async_post
@@ -173,6 +168,15 @@ class OpenAIHttpAdapter(AdapterBase):
                              headers=self.auth_headers() if self.static_auth else None)
             self._async_post = post
         return post
+
+    def _sync_request(self) -> tuple[SyncPost, dict[str, str]]:
+        """The route's sync request (built on first use, as `_post`) and this call's headers."""
+        post = self._sync_post
+        if post is None:
+            post = SyncPost(self.url, read_s=self.route.timeout_s, connect_s=self.route.connect_timeout_s,
+                            headers=self.auth_headers() if self.static_auth else None)
+            self._sync_post = post
+        return post, post.headers if self.static_auth else post.with_headers(self.auth_headers())
 
     async def _async_headers(self, post: AsyncPost) -> dict[str, str]:
         return post.headers if self.static_auth else post.with_headers(await self.aauth_headers())
@@ -252,24 +256,27 @@ class OpenAIHttpAdapter(AdapterBase):
 
     def chat(self, request: ChatRequest) -> ChatResponse:
         with self._mapped_errors():
-            response = self.http.sync.post(
-                self.url, json=self._body(request, False), headers=self.auth_headers(), timeout=self._timeout
-            )
-            self._raise_for_status(response.status_code, response.headers, response.content)
-            return self._parse(response.content, response.headers)
+            post, headers = self._sync_request()
+            response = post.send(self.http.sync_transport, self._encode(self._body(request, False)), headers)
+            body = response.content
+            self._raise_for_status(response.status_code, response.headers, body)
+            return self._parse(body, response.headers)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
-        with self._mapped_errors(), self.http.sync.stream(
-            "POST", self.url, json=self._body(request, True), headers=self.auth_headers(), timeout=self._timeout
-        ) as response:
-            if response.status_code >= 400:
-                self._raise_for_status(response.status_code, response.headers, response.read())
-            lines = _Lines()
-            for data in response.iter_bytes():
-                for line in lines.feed(data):
+        with self._mapped_errors():
+            post, headers = self._sync_request()
+            response = post.open(self.http.sync_transport, self._encode(self._body(request, True)), headers)
+            try:
+                if response.status_code >= 400:
+                    self._raise_for_status(response.status_code, response.headers, response.read())
+                lines = _Lines()
+                for data in response.iter_bytes():
+                    for line in lines.feed(data):
+                        yield from self._events(line)
+                for line in lines.end():
                     yield from self._events(line)
-            for line in lines.end():
-                yield from self._events(line)
+            finally:
+                response.close()
 
     # ------------------------------------------------------------------ async
 

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
 from .core import BrokerCore, PolicySource
-from .metering import Meter
-from .policy import Policy
-from .policy.decision import Decision
 from .redaction import scrubbed_errors
 from .types import ChatResponse, StreamEvent
+
+if TYPE_CHECKING:
+    from .metering import Meter
+    from .policy import Policy
+    from .policy.decision import Decision
 
 __all__ = ["AsyncBroker", "Broker"]
 

@@ -10,28 +10,22 @@ from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from .adapter import Adapter, AdapterFactory, AdapterRegistry
-from .attempts import new_call_id
-from .audit import open_trail
-from .budgets import open_budget_hook
-from .call_hooks import CallHook
-from .energy import build_energy
+from .attempts import CallMeta, new_call_id
 from .errors import InvalidRequest
-from .execute import CallMeta, Executor
 from .health import CircuitBoard, LatencyTracker
-from .metering import Ledger, Meter, open_ledger
-from .policy.decision import Decision
-from .policy.engine import Router
 from .policy.loaded import Policy
 from .redaction import install_log_redaction
 from .routes import Route
-from .telemetry import build_telemetry
 from .transport import HttpClients, TransportOptions
 from .types import ChatRequest, ChatResponse, call_tags, call_tenant
 
 if TYPE_CHECKING:  # the optional parts load only when a policy turns them on
+    from .call_hooks import CallHook
     from .energy import EnergyCounter
     from .guardrails import Guardrails
     from .limits import RateLimits
+    from .metering import Ledger
+    from .policy.decision import Decision
 
 __all__ = ["AdapterPool", "BrokerCore", "PolicySource"]
 
@@ -92,7 +86,14 @@ class BrokerCore:
         energy_counters: Mapping[str, EnergyCounter] | None = None,
         energy_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        from .audit import open_trail  # the executor, meter, router, loader and hooks load with a broker
+        from .budgets import open_budget_hook
+        from .energy import build_energy
+        from .execute import Executor
+        from .metering import Meter, open_ledger
+        from .policy.engine import Router
         from .policy.loader import load_policy
+        from .telemetry import build_telemetry
 
         install_log_redaction()  # before any SDK is driven: their records are redacted from the first
         self.policy: Policy = policy if isinstance(policy, Policy) else load_policy(policy or default_policy_path())

@@ -2,7 +2,11 @@
 
 One place decides how the broker talks HTTP:
 
-- sync calls: one pooled `httpx.Client`;
+- sync calls: one pooled `httpx.HTTPTransport`.  The adapters that speak HTTP themselves send
+  on it directly, each route's URL, fixed headers and timeouts built once (`SyncPost`): the
+  client's per-call request building (URL merging, cookies, auth and redirect handling, a timeout
+  object) cost more than the rest of the broker's own work.  SDKs that take a client (Groq) get an
+  `httpx.Client` over the same transport (`HttpClients.sync`), so both share one pool;
 - async calls of the adapters that speak HTTP themselves (local runners, Vertex): aiohttp
   directly, one `aiohttp.ClientSession` per broker with no cookie jar, and each route's URL,
   fixed headers and timeouts built once (`AsyncPost`).  httpx stacked on aiohttp spent more than
@@ -27,11 +31,14 @@ if TYPE_CHECKING:
     import aiohttp
     import httpx
 
-__all__ = ["AsyncPost", "HttpClients", "TransportOptions", "timeout_for"]
+__all__ = ["AsyncPost", "HttpClients", "SyncPost", "TransportOptions", "timeout_for"]
 
-#: one DEBUG record per exchange on the aiohttp path, as httpx writes for the sync path (redacted
-#: like every record: broker/redaction.py)
+#: one DEBUG record per exchange the broker sends itself (`AsyncPost`, `SyncPost`), as httpx's client
+#: writes for the SDKs (redacted like every record: broker/redaction.py)
 log = logging.getLogger("llama_broker.http")
+
+#: what `httpx.Client` sends on every request, kept on the requests `SyncPost` builds itself
+_SYNC_BASE_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "Connection": "keep-alive"}
 
 
 @dataclass(frozen=True)
@@ -60,16 +67,27 @@ class HttpClients:
     def __init__(self, options: TransportOptions | None = None) -> None:
         self.options = options or TransportOptions()
         self._sync: httpx.Client | None = None
+        self._sync_transport: httpx.HTTPTransport | None = None
         self._async: httpx.AsyncClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
     @property
+    def sync_transport(self) -> httpx.HTTPTransport:
+        """The sync connection pool (what `SyncPost` sends on; `sync`'s client sends on it too)."""
+        if self._sync_transport is None:
+            import httpx
+
+            self._sync_transport = httpx.HTTPTransport(limits=self.options.limits, trust_env=False)
+        return self._sync_transport
+
+    @property
     def sync(self) -> httpx.Client:
+        """An httpx client over `sync_transport`, for SDKs that take one (Groq)."""
         if self._sync is None:
             import httpx
 
-            self._sync = httpx.Client(limits=self.options.limits, timeout=None, trust_env=False)
+            self._sync = httpx.Client(transport=self.sync_transport, timeout=None, trust_env=False)
         return self._sync
 
     @property
@@ -113,9 +131,11 @@ class HttpClients:
         return session
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        client, transport, self._sync, self._sync_transport = self._sync, self._sync_transport, None, None
+        if client is not None:
+            client.close()  # closes its transport, the shared pool
+        elif transport is not None:
+            transport.close()
 
     async def aclose(self) -> None:
         self.close()
@@ -157,6 +177,50 @@ class AsyncPost:
         """Log the exchange at DEBUG (the URL and status: never headers or bodies)."""
         if log.isEnabledFor(logging.DEBUG):
             log.debug('HTTP Request: POST %s "%d"', self.url, status)
+
+
+class SyncPost:
+    """One route's POST on the sync path: its URL, fixed headers and timeouts, built once.
+
+    Sent on the broker's `httpx.HTTPTransport` (`HttpClients.sync_transport`), so the failures are
+    httpx's own exception types, as through `httpx.Client`; no cookies are kept and redirects are
+    not followed, as on the async path.
+    """
+
+    __slots__ = ("extensions", "headers", "url")
+
+    def __init__(self, url: str, *, read_s: float, connect_s: float, headers: dict[str, str] | None = None) -> None:
+        import httpx
+
+        self.url = httpx.URL(url)
+        self.extensions = {"timeout": timeout_for(read_s, connect_s).as_dict()}
+        self.headers: dict[str, str] = {
+            **_SYNC_BASE_HEADERS, "User-Agent": f"python-httpx/{httpx.__version__}",
+            "Content-Type": "application/json", **(headers or {}),
+        }
+
+    def with_headers(self, extra: dict[str, str]) -> dict[str, str]:
+        """The fixed headers plus per-call ones (a refreshed token)."""
+        return {**self.headers, **extra} if extra else self.headers
+
+    def open(self, transport: httpx.BaseTransport, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """Send the request; the answer's body is still to be read (`Response.iter_bytes`), then `close()`d."""
+        import httpx
+
+        request = httpx.Request("POST", self.url, content=body, headers=headers, extensions=self.extensions)
+        response = transport.handle_request(request)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug('HTTP Request: POST %s "%d"', self.url, response.status_code)
+        return response
+
+    def send(self, transport: httpx.BaseTransport, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """Send the request and read the whole answer (the connection goes back to the pool)."""
+        response = self.open(transport, body, headers)
+        try:
+            response.read()
+        finally:
+            response.close()
+        return response
 
 
 def timeout_for(read_s: float, connect_s: float) -> httpx.Timeout:

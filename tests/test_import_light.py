@@ -45,11 +45,49 @@ def test_from_broker_import_broker_pulls_in_no_cli_cloud_or_optional_library() -
     assert {m for m in loaded if m in OPTIONAL_PARTS or m.startswith(tuple(f"{p}." for p in OPTIONAL_PARTS))} == set()
 
 
+#: what `from broker import Broker` leaves for later: the retry machinery (a route's first failure), asyncio
+#: (the first async call), the policy schema and loader, the router, the executor, the meter and the report
+#: filters, the call hooks' packages (a broker's construction)
+DEFERRED = ("tenacity", "asyncio", "broker.retry_strategies", "broker.policy.schema", "broker.policy.loader",
+            "broker.policy.engine", "broker.policy.filters", "broker.policy.budget", "broker.execute",
+            "broker.call_hooks", "broker.metering.meter", "broker.metering.query", "broker.metering.location",
+            "broker.audit", "broker.budgets", "broker.energy", "broker.telemetry")
+
+
+def test_from_broker_import_broker_defers_what_only_a_broker_or_a_call_needs() -> None:
+    loaded = loaded_after("from broker import Broker, AsyncBroker") - loaded_after("pass")
+    assert "broker.core" in loaded
+    assert {m for m in loaded if m.startswith(tuple(f"{d}." for d in DEFERRED)) or m in DEFERRED} == set()
+
+
+PLAIN = {"version": 1, "ledger": "sqlite:///:memory:",
+         "routes": [{"id": "r", "provider": "local", "model": "llama-3.1-8b", "model_id": "m",
+                     "endpoint": "http://127.0.0.1:9/v1", "jurisdiction": "eu"}],
+         "tenants": {"default": {"residency": ["eu"]}}}
+
+
+def test_a_broker_loads_no_retry_machinery_until_a_route_fails() -> None:
+    loaded = loaded_after(f"from broker import Broker\nBroker({PLAIN!r}).close()")
+    assert "broker.execute" in loaded and "broker.policy.schema" in loaded  # the broker was really built
+    assert "tenacity" not in top_level(loaded) and "broker.retry_strategies" not in loaded
+
+
+def test_the_retry_rule_builds_its_strategies_and_async_sleep_on_first_use() -> None:
+    import asyncio
+
+    from broker.health import CircuitBoard
+    from broker.policy.schema import RetrySettings
+    from broker.retry import RetryRule, WaitForHint
+    from broker.retry_strategies import WaitForHint as StrategiesWaitForHint
+
+    rule = RetryRule(RetrySettings(max_attempts_per_route=2), circuits=CircuitBoard(), sleep=lambda s: None)
+    assert rule.asleep is asyncio.sleep
+    assert WaitForHint is StrategiesWaitForHint and isinstance(rule.wait, WaitForHint)
+    assert rule.strategies is rule.strategies  # built once
+
+
 def test_optional_parts_load_only_when_a_policy_turns_them_on() -> None:
-    plain = {"version": 1, "ledger": "sqlite:///:memory:",
-             "routes": [{"id": "r", "provider": "local", "model": "llama-3.1-8b", "model_id": "m",
-                         "endpoint": "http://127.0.0.1:9/v1", "jurisdiction": "eu"}],
-             "tenants": {"default": {"residency": ["eu"]}}}
+    plain = PLAIN
     limited = {**plain, "tenants": {"default": {"residency": ["eu"], "rate_limit": {"rpm": 60}}}}
     probe = "from broker import Broker\nBroker({policy!r}).close()"
     without = loaded_after(probe.format(policy=plain))
@@ -72,7 +110,7 @@ def test_lazy_names_resolve_to_the_real_objects() -> None:
 def test_lazy_package_names_resolve_to_the_real_objects() -> None:
     import importlib
 
-    for package in ("broker.policy", "broker.limits", "broker.budgets", "broker.energy"):
+    for package in ("broker.policy", "broker.limits", "broker.budgets", "broker.energy", "broker.metering"):
         module = importlib.import_module(package)
         for name in module.__all__:
             assert getattr(module, name) is not None, f"{package}.{name}"
@@ -82,4 +120,9 @@ def test_lazy_package_names_resolve_to_the_real_objects() -> None:
     from broker.policy.loader import load_policy as loader_load_policy
 
     assert Policy is LoadedPolicy and load_policy is loader_load_policy
+    from broker.metering import Meter, ReportFilters
+    from broker.metering.meter import Meter as MeterModule
+    from broker.metering.query import ReportFilters as QueryReportFilters
+
+    assert Meter is MeterModule and ReportFilters is QueryReportFilters
     assert importlib.import_module("broker.limits").RateLimits is RateLimits

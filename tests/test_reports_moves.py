@@ -148,7 +148,7 @@ def test_migration_keeps_rows_and_adds_the_column(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     columns = {row[1] for row in db.execute("PRAGMA table_info(usage_events)")}
     indexes = {row[1] for row in db.execute("PRAGMA index_list(usage_events)")}
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     db.close()
     assert "move" in columns and {"usage_events_failed", "usage_events_unsettled"} <= indexes
 

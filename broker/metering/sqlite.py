@@ -140,19 +140,28 @@ _INSERT_DEAD = (
     "ON CONFLICT(event_id) DO NOTHING"
 )
 
-_METRICS_SQL = (
-    "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), "
-    "SUM(cost_picousd / 1000000), SUM(cost_picousd % 1000000), "
-    "SUM(cost_picousd IS NULL), SUM(usage_estimated), SUM(status = 'error'), "
+#: What each aggregated column sums, in `_to_row` order.
+_METRIC_TERMS = (
+    "1", "input_tokens", "output_tokens", "cached_input_tokens",
+    "cost_picousd / 1000000", "cost_picousd % 1000000",
+    "cost_picousd IS NULL", "usage_estimated", "status = 'error'",
     # energy: joules measured, and the output tokens of the events that have a figure
-    "SUM(energy_j), SUM(CASE WHEN energy_j IS NOT NULL THEN output_tokens END), "
+    "energy_j", "CASE WHEN energy_j IS NOT NULL THEN output_tokens END",
     # requests (first attempts), attempts after the first, and the usage whose price was unknown
-    "SUM(attempt = 1), SUM(attempt > 1), "
-    "SUM(CASE WHEN cost_picousd IS NULL THEN input_tokens END), "
-    "SUM(CASE WHEN cost_picousd IS NULL THEN output_tokens END), "
+    "attempt = 1", "attempt > 1",
+    "CASE WHEN cost_picousd IS NULL THEN input_tokens END",
+    "CASE WHEN cost_picousd IS NULL THEN output_tokens END",
     # attempts after the first, told apart when written (`move`), and those whose move is not known
-    "SUM(move = 'retry'), SUM(move = 'failover'), SUM(attempt > 1 AND move IS NULL)"
+    "move = 'retry'", "move = 'failover'", "attempt > 1 AND move IS NULL",
 )
+_METRICS_SQL = ", ".join(f"SUM({term})" for term in _METRIC_TERMS)
+#: A group-by over the whole table sums into this temporary table, one row per group (``INSERT ... ON
+#: CONFLICT DO UPDATE``): one look-up in a small B-tree per event, where ``GROUP BY`` would sort every
+#: event first (2-3x slower over 1M events).  A group value that is NULL is keyed as ``x''`` (no
+#: dimension yields a blob); each sum adds like ``SUM``, skipping NULLs.
+_GROUPS = "temp.report_groups"
+_GROUPS_ADD = ", ".join(f"m{i} = coalesce(m{i} + excluded.m{i}, m{i}, excluded.m{i})"
+                        for i in range(len(_METRIC_TERMS)))
 #: Attempts after the first whose move was not recorded (rows from before v4, or whose attempt
 #: before was not found at write), told apart by a window: the same route as the attempt before
 #: (a retry) or another (a failover).  Only the requests holding such an attempt are windowed.
@@ -283,6 +292,9 @@ class SQLiteLedger:
                         raise
                     time.sleep(0.01)
         db.execute(f"PRAGMA synchronous = {synchronous}")
+        # reports: their group tables and sorts in memory, and a page cache of 32 MiB rather than 2
+        db.execute("PRAGMA temp_store = MEMORY")
+        db.execute("PRAGMA cache_size = -32768")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise MeteringError(
@@ -412,7 +424,10 @@ class SQLiteLedger:
         if dims:
             sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
         with self._lock, self._errors("read"):
-            fetched = self._connection().execute(sql, [*params, *where_params]).fetchall()
+            if dims and not indexed:
+                fetched = self._sum_groups(select, where, [*params, *where_params])
+            else:
+                fetched = self._connection().execute(sql, [*params, *where_params]).fetchall()
             n = len(dims)
             moves = self._moves(dims, filters) if any(r[n] and r[n + 17] for r in fetched) else {}
         rows = []
@@ -423,6 +438,26 @@ class SQLiteLedger:
                 row["retries"], row["failovers"] = (r[n + 15] or 0) + retries, (r[n + 16] or 0) + failovers
                 rows.append(row)
         return rows
+
+    def _sum_groups(self, select: Sequence[str], where: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A whole-table group-by through `_GROUPS` (rows as ``GROUP BY`` gives them, in group order)."""
+        db = self._connection()
+        keys = [f"d{i}" for i in range(len(select))]
+        sums = [f"m{i}" for i in range(len(_METRIC_TERMS))]
+        db.execute(f"DROP TABLE IF EXISTS {_GROUPS}")
+        db.execute(f"CREATE TABLE {_GROUPS} ({', '.join(keys + sums)}, PRIMARY KEY ({', '.join(keys)})) WITHOUT ROWID")
+        try:
+            values = ", ".join([f"ifnull({expr}, x'')" for expr in select] + list(_METRIC_TERMS))
+            db.execute(
+                f"INSERT INTO {_GROUPS} SELECT {values} FROM usage_events NOT INDEXED{where or ' WHERE true'} "
+                f"ON CONFLICT DO UPDATE SET {_GROUPS_ADD}",
+                params,
+            )
+            back = ", ".join(f"nullif({k}, x'')" for k in keys)
+            order = ", ".join(str(i + 1) for i in range(len(keys)))
+            return db.execute(f"SELECT {back}, {', '.join(sums)} FROM {_GROUPS} ORDER BY {order}").fetchall()
+        finally:
+            db.execute(f"DROP TABLE IF EXISTS {_GROUPS}")
 
     def _moves(self, dims: Sequence[Dimension], filters: Any) -> dict[tuple[Any, ...], tuple[int, int]]:
         """Retries and failovers per group among the attempts whose move was not recorded (`_MOVES_SQL`)."""

@@ -7,19 +7,24 @@ the model and the day is worked out once; per call only what changes is looked a
         whether the capability filter can keep it, as each kind is first seen
     Plan (tenant's rules, model, day)      built on first use, kept until the day changes
         the entries that survive lifecycle (by date), residency, providers and the price
-        ceiling; for each kind of request, those the capability filter keeps
+        ceiling; for each kind of request, those the capability filter keeps, and (`judged`,
+        when a decision is first explained) what the explanation says of every route as far
+        as the tenant, the day and the kind decide it: those filters' verdicts and reasons,
+        and the warnings (end of life, a stream replayed)
     per call (`survivors`)
         temperature, max_tokens and the context window against each route's limits, the
         circuits (only while one is not closed), the latency SLO against live estimates, the
         budget; then each survivor's cost and predicted latency for ranking
 
 The figures a call reads (latency estimates, circuit states) are captured as it is decided, so
-the explanation built later from them (`broker/policy/engine.py`) says exactly what was seen.
+the explanation built later from them (`broker/policy/explanation.py`) says exactly what was seen.
 
 A cost for ranking is the float nearest the exact `Decimal` estimate (`Price.cost`): the
 price is held as an integer count of 10^-d dollars per million tokens, so `tokens x price` is
 an exact integer and one correctly rounded division gives that float; ties between routes
-whose costs are equal in cents stay ties.  Metered costs stay `Decimal` (`broker/attempts.py`).
+whose costs are equal in cents stay ties.  The explanation's `Decimal` estimate is built from
+the same integer (`PlanEntry.decimal_cost`), with the exponent `Price.cost` gives it.  Metered
+costs stay `Decimal` (`broker/attempts.py`).
 """
 
 from __future__ import annotations
@@ -33,13 +38,16 @@ from broker.health import CircuitBoard, CircuitState, LatencyEstimate
 from broker.health.latency import prior_estimate
 from broker.routes import Route
 
-from .filters import Needs, class_keep, static_keep
+from .decision import Verdict
+from .filters import Needs, class_keep, kind_verdict, over_ceiling, static_keep, static_verdict, stream_replayed_kind
 from .ranking import UNKNOWN
 
 if TYPE_CHECKING:
     from .schema import TenantPolicy
 
-__all__ = ["ALL_CLOSED", "HealthSnapshot", "Kind", "Plan", "PlanEntry", "Survivor", "health_now", "survivors"]
+__all__ = [
+    "ALL_CLOSED", "HealthSnapshot", "Judged", "Kind", "Plan", "PlanEntry", "Survivor", "health_now", "survivors",
+]
 
 _EXACT_DIGITS = 10**28  # below this, Decimal's default context computes `Price.cost` exactly
 
@@ -48,8 +56,8 @@ class PlanEntry:
     """One route that passed the static filters, with what the per-call part reads of it."""
 
     __slots__ = (
-        "_keeps", "context_window", "exact", "expected_out", "id", "in_units", "max_output", "max_temperature",
-        "ordinal", "out_units", "price", "prior", "prior_ms", "route", "units",
+        "_keeps", "context_window", "decimal_exponent", "exact", "expected_out", "id", "in_units", "max_output",
+        "max_temperature", "ordinal", "out_units", "price", "prior", "prior_ms", "route", "units",
     )
 
     def __init__(self, route: Route, ordinal: int = 0) -> None:
@@ -65,14 +73,19 @@ class PlanEntry:
         self.exact = False
         self.in_units = self.out_units = 0
         self.units = 1
+        #: the exponent of `Price.cost`'s exact quotient before its trailing zeros are dropped (None: not built here)
+        self.decimal_exponent: int | None = None
         price = route.price
         if price is not None and price.input_per_mtok.is_finite() and price.output_per_mtok.is_finite():
-            digits = max(0, -_exponent(price.input_per_mtok), -_exponent(price.output_per_mtok))
+            exponents = (_exponent(price.input_per_mtok), _exponent(price.output_per_mtok))
+            digits = max(0, *(-x for x in exponents))
             scale = 10**digits
             self.in_units = int(price.input_per_mtok * scale)
             self.out_units = int(price.output_per_mtok * scale)
             self.units = scale * 1_000_000
             self.exact = True
+            if price.cached_input_per_mtok is None and max(exponents) <= 0:
+                self.decimal_exponent = -digits - 6
 
     def keeps(self, needs: Needs) -> bool:
         """Whether the capability filter can keep this route for requests of this kind."""
@@ -91,6 +104,22 @@ class PlanEntry:
             return UNKNOWN
         return float(self.price.cost(input_tokens, output_tokens))
 
+    def decimal_cost(self, input_tokens: int, output_tokens: int) -> Decimal | None:
+        """`Price.cost(input_tokens, output_tokens)`, the same value with the same exponent (None: no price).
+
+        `Price.cost` divides `tokens x price` (exact, at the prices' smaller exponent) by 10^6:
+        the exact quotient, its trailing zeros dropped down to that exponent at most."""
+        exponent = self.decimal_exponent
+        if exponent is not None and input_tokens >= 0 and output_tokens >= 0:
+            numerator = input_tokens * self.in_units + output_tokens * self.out_units
+            if numerator < _EXACT_DIGITS:
+                dropped = 0
+                while dropped < 6 and not numerator % 10:
+                    numerator //= 10
+                    dropped += 1
+                return Decimal(numerator).scaleb(exponent + dropped)
+        return None if self.price is None else self.price.cost(input_tokens, output_tokens)
+
 
 def _exponent(value: Decimal) -> int:
     exponent = value.as_tuple().exponent
@@ -100,12 +129,17 @@ def _exponent(value: Decimal) -> int:
 class Plan:
     """The routes of one model for one tenant's rules on one day, after the static filters."""
 
-    __slots__ = ("_by_needs", "entries", "routes")
+    __slots__ = ("_all", "_by_needs", "_judged", "_static", "entries", "routes", "tenant", "today", "warning_days")
 
-    def __init__(self, entries: tuple[PlanEntry, ...], tenant: TenantPolicy, today: dt.date) -> None:
+    def __init__(
+        self, entries: tuple[PlanEntry, ...], tenant: TenantPolicy, today: dt.date, *, warning_days: int = 90
+    ) -> None:
         self.routes = tuple(e.route for e in entries)
         self.entries = tuple(e for e in entries if static_keep(e.route, tenant, today))
+        self._all, self.tenant, self.today, self.warning_days = entries, tenant, today, warning_days
         self._by_needs: dict[Needs, Kind] = {}
+        self._judged: dict[Needs, tuple[Judged, ...]] = {}
+        self._static: tuple[tuple[Verdict | None, Verdict | None, str | None], ...] | None = None
 
     def for_needs(self, needs: Needs) -> Kind:
         """The statically kept routes the capability filter keeps for requests of this kind."""
@@ -113,6 +147,54 @@ class Plan:
         if found is None:
             found = self._by_needs[needs] = Kind(tuple(e for e in self.entries if e.keeps(needs)))
         return found
+
+    def judged(self, needs: Needs) -> tuple[Judged, ...]:
+        """Every route of the model, in policy order, as far as the tenant, the day and this kind of
+        request decide its explanation."""
+        found = self._judged.get(needs)
+        if found is None:
+            static = self._static
+            if static is None:
+                static = self._static = tuple(
+                    (static_verdict(e.route, self.tenant, self.today), over_ceiling(e.route, self.tenant),
+                     _end_of_life(e.route, self.today, self.warning_days))
+                    for e in self._all
+                )
+            found = self._judged[needs] = tuple(
+                Judged(e, needs, *parts) for e, parts in zip(self._all, static, strict=True)
+            )
+        return found
+
+
+def _end_of_life(route: Route, today: dt.date, warning_days: int) -> str | None:
+    """The end-of-life warning a decision gives for the route on this day (None: none)."""
+    lifecycle = route.lifecycle
+    days = lifecycle.days_left(today)
+    if lifecycle.status == "deprecated" or (days is not None and 0 <= days <= warning_days):
+        return f"end of life {lifecycle.retires_on.isoformat() if lifecycle.retires_on else 'a date not announced'}"
+    return None
+
+
+class Judged:
+    """What the explanation says of one route for one plan and kind of request, before the call's
+    own figures are looked at.
+
+    `removed`: the verdict of lifecycle, residency or providers, else the capability filter's for
+    this kind of request, when one removes the route; `temperature_first`: the capability filter
+    checks the request's temperature before reaching that verdict; `ceiling`: the price ceiling's
+    verdict when it removes the route (it comes after health); `warnings`: the route's warnings."""
+
+    __slots__ = ("ceiling", "entry", "removed", "route", "temperature_first", "warnings")
+
+    def __init__(
+        self, entry: PlanEntry, needs: Needs, static: Verdict | None, ceiling: Verdict | None, end_of_life: str | None
+    ) -> None:
+        self.entry, self.route, self.ceiling = entry, entry.route, ceiling
+        self.removed, self.temperature_first = static, False
+        if static is None:
+            self.removed, self.temperature_first = kind_verdict(entry.route, needs)
+        replayed = "stream replayed from one whole answer" if stream_replayed_kind(entry.route, needs) else None
+        self.warnings = tuple(w for w in (end_of_life, replayed) if w is not None)
 
 
 class Kind:

@@ -13,9 +13,10 @@ Budgets act before any route is considered (the rule is `broker/policy/budget.py
 
 The decision is compiled (`broker/policy/compiled.py`): what depends only on the tenant, the
 model and the day is worked out once, and a call looks only at what changes.  The explanation
-(`Decision.candidates`, `explain()`, `to_dict()`) runs the filters of `filters.py` in order on
-every route when it is first read, on the figures the call was decided with, so it says what
-an eager decision would have said.
+(`Decision.candidates`, `explain()`, `to_dict()`) is built when first read, on the figures the
+call was decided with (`broker/policy/explanation.py`): the verdicts the tenant, the day and the
+kind of request decide come from the plan, the ranked routes' figures from the decision itself,
+and it says what the filters of `filters.py`, run in order on every route, would have said.
 """
 
 from __future__ import annotations
@@ -24,24 +25,21 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import replace
-from decimal import Decimal
-from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from broker.errors import BudgetExceeded, NoEligibleRoute
 from broker.health import CircuitBoard, LatencyTracker
-from broker.health.latency import LatencySnapshot
 from broker.limits.spreading import spread
 from broker.routes import Route
 from broker.types import ChatRequest
 
 from .budget import BudgetSource, SpendSource, check_budget
-from .compiled import HealthSnapshot, Plan, PlanEntry, Survivor, health_now, survivors
+from .compiled import Plan, PlanEntry, Survivor, health_now, survivors
 from .decision import Candidate, Decision
-from .filters import FILTERS, CallContext, needs_of, stream_replayed
-from .ranking import order_rows, rank
+from .explanation import Explanation
+from .filters import needs_of
+from .ranking import order_rows
 
 if TYPE_CHECKING:
     from .loaded import Policy
@@ -106,8 +104,9 @@ class Router:
         health = health_now(self.circuits)
         latency = self.latency.snapshot()
         estimated_in = request.estimated_input_tokens()
+        needs = needs_of(request, stream)
         kept = survivors(
-            plan.for_needs(needs_of(request, stream)),
+            plan.for_needs(needs),
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             input_tokens=estimated_in,
@@ -130,9 +129,9 @@ class Router:
             downgraded_from=budget.downgraded_from,
             spread=spread_note,
             routes=ranked,
-            explain=partial(
-                self._explain, routes, request, tenant, stream, today, estimated_in, latency, health,
-                budget.remaining,
+            explain=Explanation(
+                plan, needs, request, tenant=tenant, stream=stream, estimated_in=estimated_in, latency=latency,
+                health=health, remaining=budget.remaining, best=best, scores=scores,
             ),
         )
         if not ranked:
@@ -146,7 +145,9 @@ class Router:
         key = (tenant.name, model)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = Plan(self._entries[model], tenant, today)
+            plan = self._plans[key] = Plan(
+                self._entries[model], tenant, today, warning_days=self.policy.lifecycle_warning_days
+            )
         return plan
 
     @staticmethod
@@ -165,39 +166,6 @@ class Router:
         spread_out, note = spread(ranked, tenant, request)
         return tuple(c.route for c in sorted(spread_out, key=lambda c: c.rank or 0)), note
 
-    def _explain(
-        self,
-        routes: tuple[Route, ...],
-        request: ChatRequest,
-        tenant: TenantPolicy,
-        stream: bool,
-        today: dt.date,
-        estimated_in: int,
-        latency: LatencySnapshot,
-        health: HealthSnapshot,
-        remaining: Decimal | None,
-        decision: Decision,
-    ) -> tuple[Candidate, ...]:
-        """Every route judged by the filters in order and ranked, on the figures `decision` was made with."""
-        expected_out = request.max_tokens
-        ctx = CallContext(
-            request=request,
-            tenant=tenant,
-            stream=stream,
-            today=today,
-            estimated_input_tokens=estimated_in,
-            expected_output_tokens=lambda r: expected_out or r.expected_output_tokens,
-            latency=latency,
-            circuits=health,
-            budget_remaining_usd=remaining,
-        )
-        candidates = rank([self._judge(route, ctx) for route in routes], tenant.objective, tenant.weights)
-        position = {r.id: pos + 1 for pos, r in enumerate(decision.routes)}  # the order tried, spreading included
-        return tuple(
-            replace(c, rank=position.get(c.route.id)) if c.eligible and c.rank != position.get(c.route.id) else c
-            for c in candidates
-        )
-
     def _warn_unknown(self, name: str, rules: str) -> None:
         with self._warned_lock:
             if name in self._warned:
@@ -206,24 +174,6 @@ class Router:
                 self._warned.add(name)
         log.warning("tenant %r is not in the policy; serving it under the %r tenant's rules "
                     "(unknown_tenants: default) and metering it as %r", name, rules, name)
-
-    def _judge(self, route: Route, ctx: CallContext) -> Candidate:
-        warnings: list[str] = []
-        days = route.lifecycle.days_left(ctx.today)
-        soon = days is not None and 0 <= days <= self.policy.lifecycle_warning_days
-        if route.lifecycle.status == "deprecated" or soon:
-            when = route.lifecycle.retires_on.isoformat() if route.lifecycle.retires_on else "a date not announced"
-            warnings.append(f"end of life {when}")
-        if stream_replayed(route, ctx):
-            warnings.append("stream replayed from one whole answer")
-        out = ctx.expected_output_tokens(route)
-        cost = route.price.cost(ctx.estimated_input_tokens, out) if route.price is not None else None
-        latency = ctx.latency.estimate(route).predict_ms(out)
-        for check in FILTERS:
-            verdict = check(route, ctx)
-            if not verdict.keep:
-                return Candidate(route, verdict.filter, verdict.reason, cost, latency, warnings=tuple(warnings))
-        return Candidate(route, None, "", cost, latency, warnings=tuple(warnings))
 
     def _refuse(self, decision: Decision, tenant: TenantPolicy) -> None:
         removed_by = {c.removed_by for c in decision.candidates}

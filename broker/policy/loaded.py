@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Callable
@@ -107,6 +106,8 @@ class Policy:
         fallback = self.tenants.get("default") if self.unknown_tenants == "default" else None
         if fallback is not None:
             return fallback
+        import difflib  # only an unknown tenant's error needs it
+
         close = difflib.get_close_matches(name, list(self.tenants), n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         names = sorted(self.tenants)

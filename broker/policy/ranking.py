@@ -15,7 +15,6 @@ the same rule on the compiled decision's rows (the tests hold the two to the sam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from .decision import Candidate
@@ -84,7 +83,9 @@ def rank(candidates: Sequence[Candidate], objective: str, weights: Any = None) -
         [_cost(c) for c in eligible], [_latency(c) for c in eligible], [c.route.id for c in eligible],
         objective, weights,
     )
-    ranked = {
-        eligible[i].route.id: replace(eligible[i], score=scores[i], rank=pos + 1) for pos, i in enumerate(best)
-    }
+    ranked = {}
+    for pos, i in enumerate(best, 1):
+        c = eligible[i]
+        ranked[c.route.id] = Candidate(c.route, None, c.reason, c.estimated_cost_usd, c.predicted_latency_ms,
+                                       scores[i], pos, c.warnings)
     return [ranked.get(c.route.id, c) for c in candidates]

@@ -25,32 +25,39 @@ def report_progress(
 ) -> Iterator[Callable[[str], None]]:
     """Run a block with a delayed, transient progress display; yields a function naming the current step."""
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     out = console or Console(stderr=True)
     if not out.is_terminal:
         yield lambda _text: None
         return
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                        console=out, transient=True)
-    task = progress.add_task(description, total=None)
     lock = threading.Lock()
-    state = {"started": False, "done": False}
+    state: dict[str, Any] = {"started": False, "done": False, "text": description, "progress": None}
 
-    def start() -> None:
+    def start() -> None:  # the display is built only once the work turns out slow
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         with lock:
             if not state["done"]:
+                progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                    console=out, transient=True)
+                state["task"] = progress.add_task(state["text"], total=None)
                 progress.start()
-                state["started"] = True
+                state["progress"], state["started"] = progress, True
+
+    def step(text: str) -> None:
+        with lock:
+            state["text"] = text
+            if state["progress"] is not None:
+                state["progress"].update(state["task"], description=text)
 
     timer = threading.Timer(delay_s, start)
     timer.daemon = True
     timer.start()
     try:
-        yield lambda text: progress.update(task, description=text)
+        yield step
     finally:
         timer.cancel()
         with lock:
             state["done"] = True
             if state["started"]:
-                progress.stop()
+                state["progress"].stop()
