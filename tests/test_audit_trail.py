@@ -219,3 +219,31 @@ def test_decisions_left_when_the_store_fails_are_spilled_not_lost(
     broker.close()
     spilled = [json.loads(line) for f in spill_dir.glob("audit-spill-*.jsonl") for line in f.read_text().splitlines()]
     assert len(spilled) == 1 and spilled[0]["tenant"] == "acme-eu" and spilled[0]["chosen_route"] == "eu-box"
+
+
+def test_a_store_that_keeps_refusing_spills_past_the_cap_instead_of_growing(
+    tmp_path: Path, local_emulator: OpenAICompatEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broker.audit import trail as trail_module
+    from broker.errors import MeteringError
+
+    url = f"sqlite://{tmp_path / 'usage.db'}"
+    broker = Broker.from_policy(_policy(local_emulator, url))
+    trail = broker._core.audit
+    assert trail is not None
+
+    def refuse(rows: Any) -> int:
+        raise MeteringError("the audit store is down (injected)")
+
+    monkeypatch.setattr(trail.store, "write_decisions", refuse)
+    monkeypatch.setattr(trail_module, "MAX_PENDING", 3)
+    spill_dir = tmp_path / "spill"
+    monkeypatch.setattr("broker.metering.paths.data_dir", lambda: spill_dir)
+    for _ in range(5):
+        broker.chat(model="llama-3.1-8b", messages=MSG, tenant="acme-eu")
+        with pytest.raises(MeteringError):
+            trail.flush()
+        assert trail.pending <= 3
+    broker.close()
+    spilled = [json.loads(line) for f in spill_dir.glob("audit-spill-*.jsonl") for line in f.read_text().splitlines()]
+    assert len(spilled) == 5  # every decision kept, on disk rather than in memory

@@ -31,7 +31,10 @@ if TYPE_CHECKING:
     from broker.routes import Route
     from broker.types import ChatRequest, ChatResponse
 
-__all__ = ["AuditTrail"]
+__all__ = ["MAX_PENDING", "AuditTrail"]
+
+#: decisions kept in memory while the store refuses writes; past this many they are spilled to a file
+MAX_PENDING = 100_000
 
 log = logging.getLogger("llama_broker.audit")
 
@@ -114,9 +117,12 @@ class AuditTrail:
                 return 0
             try:
                 return self.store.write_decisions([e.row() for e in batch])
-            except BaseException:
+            except BaseException as exc:
                 with self._lock:
                     self._pending[:0] = batch
+                    over = len(self._pending) > MAX_PENDING
+                if over:  # a store that keeps refusing: what waits goes to a spill file, never unbounded memory
+                    self._spill(exc)
                 raise
 
     def _run(self) -> None:
