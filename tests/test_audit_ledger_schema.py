@@ -58,7 +58,7 @@ def test_a_v2_sqlite_ledger_gains_the_new_columns_and_keeps_its_events(tmp_path:
     finally:
         ledger.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     got = db.execute(
         "SELECT needs, decision_id, energy_j, energy_attributed FROM usage_events WHERE event_id = ?",
         (event.event_id,),

@@ -56,13 +56,14 @@ class PlanEntry:
     """One route that passed the static filters, with what the per-call part reads of it."""
 
     __slots__ = (
-        "_keeps", "context_window", "decimal_exponent", "exact", "expected_out", "id", "in_units", "max_output",
-        "max_temperature", "ordinal", "out_units", "price", "prior", "prior_ms", "route", "units",
+        "_judged", "_keeps", "context_window", "decimal_exponent", "exact", "expected_out", "id", "in_units",
+        "max_output", "max_temperature", "ordinal", "out_units", "price", "prior", "prior_ms", "route", "units",
     )
 
     def __init__(self, route: Route, ordinal: int = 0) -> None:
         self.ordinal = ordinal
         self._keeps: dict[Needs, bool] = {}
+        self._judged: dict[Needs, tuple[Verdict | None, bool, bool]] = {}
         caps = route.capabilities
         self.route, self.id, self.price = route, route.id, route.price
         self.expected_out = route.expected_output_tokens
@@ -92,6 +93,15 @@ class PlanEntry:
         found = self._keeps.get(needs)
         if found is None:
             found = self._keeps[needs] = class_keep(self.route, needs)
+        return found
+
+    def judged(self, needs: Needs) -> tuple[Verdict | None, bool, bool]:
+        """The capability filter's verdict for requests of this kind, whether it checks the temperature
+        first (`kind_verdict`), and whether a stream is replayed from one whole answer."""
+        found = self._judged.get(needs)
+        if found is None:
+            verdict, temperature_first = kind_verdict(self.route, needs)
+            found = self._judged[needs] = (verdict, temperature_first, stream_replayed_kind(self.route, needs))
         return found
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
@@ -190,11 +200,13 @@ class Judged:
         self, entry: PlanEntry, needs: Needs, static: Verdict | None, ceiling: Verdict | None, end_of_life: str | None
     ) -> None:
         self.entry, self.route, self.ceiling = entry, entry.route, ceiling
-        self.removed, self.temperature_first = static, False
-        if static is None:
-            self.removed, self.temperature_first = kind_verdict(entry.route, needs)
-        replayed = "stream replayed from one whole answer" if stream_replayed_kind(entry.route, needs) else None
-        self.warnings = tuple(w for w in (end_of_life, replayed) if w is not None)
+        verdict, temperature_first, replayed = entry.judged(needs)
+        self.removed, self.temperature_first = (static, False) if static is not None else (verdict, temperature_first)
+        warnings = (end_of_life, _REPLAYED if replayed else None)
+        self.warnings = tuple(w for w in warnings if w is not None)
+
+
+_REPLAYED = "stream replayed from one whole answer"
 
 
 class Kind:

@@ -130,8 +130,7 @@ class Router:
             spread=spread_note,
             routes=ranked,
             explain=Explanation(
-                plan, needs, request, tenant=tenant, stream=stream, estimated_in=estimated_in, latency=latency,
-                health=health, remaining=budget.remaining, best=best, scores=scores,
+                plan, needs, request, tenant, stream, estimated_in, latency, health, budget.remaining, best, scores
             ),
         )
         if not ranked:

@@ -51,15 +51,13 @@ __all__ = ["Explanation", "explain_eagerly"]
 class Explanation:
     """What a decision was made with, and the explanation built from it (`Decision`'s `explain`)."""
 
-    __slots__ = ("_estimated_in", "_health", "_latency", "_needs", "_plan", "_ranked", "_remaining", "_request",
-                 "_stream", "_tenant")
+    __slots__ = ("_figures",)
 
     def __init__(
         self,
         plan: Plan,
         needs: Needs,
         request: ChatRequest,
-        *,
         tenant: TenantPolicy,
         stream: bool,
         estimated_in: int,
@@ -69,21 +67,20 @@ class Explanation:
         best: Sequence[Survivor],
         scores: Sequence[float],
     ) -> None:
-        self._plan, self._needs, self._request, self._tenant, self._stream = plan, needs, request, tenant, stream
-        self._estimated_in, self._latency, self._health, self._remaining = estimated_in, latency, health, remaining
-        self._ranked = (best, scores)
+        # one tuple: made on every call, read only when the decision is explained
+        self._figures = (plan, needs, request, tenant, stream, estimated_in, latency, health, remaining, best, scores)
 
     def __call__(self, decision: Decision) -> tuple[Candidate, ...]:
         """Every route, in policy order: why it was removed, or its score and rank."""
-        request, estimated_in, latency_first = self._request, self._estimated_in, self._tenant.objective == "latency"
+        plan, needs, request, tenant, _, estimated_in, latency, _, _, best, scores = self._figures
+        latency_first = tenant.objective == "latency"
         max_tokens = request.max_tokens
-        best, scores = self._ranked
         ranked = {row[3]: (row, score) for row, score in zip(best, scores, strict=True)}
         position = {r.id: pos for pos, r in enumerate(decision.routes, 1)}  # the order tried, spreading included
-        published = self._latency.published
+        published = latency.published
         out: list[Candidate] = []
         add = out.append
-        for judged in self._plan.judged(self._needs):
+        for judged in plan.judged(needs):
             e = judged.entry
             tokens = max_tokens or e.expected_out
             cost = e.decimal_cost(estimated_in, tokens)
@@ -99,7 +96,9 @@ class Explanation:
                 predicted = e.prior_ms if max_tokens is None else est.ttft_ms + tokens * est.per_token_ms
             else:
                 predicted = est.ttft_ms + tokens * est.per_token_ms  # LatencyEstimate.predict_ms
-            verdict = self._removal(judged, est, tokens, predicted, cost)
+            verdict = judged.removed
+            if verdict is None or judged.temperature_first:
+                verdict = self._removal(judged, est, tokens, predicted, cost)
             if verdict is None:  # every filter keeps a route the decision did not rank: say what the filters say
                 return self.eager(decision)
             add(Candidate(e.route, verdict.filter, verdict.reason, cost, predicted, warnings=judged.warnings))
@@ -108,50 +107,49 @@ class Explanation:
     def _removal(
         self, judged: Judged, est: LatencyEstimate, tokens: int, predicted: float, cost: Decimal | None
     ) -> Verdict | None:
-        """The verdict of the first filter that removes a route the decision did not rank."""
+        """The verdict of the first filter that removes a route the decision did not rank, when the plan's
+        verdict for it (if any) comes after the temperature check."""
+        _, _, request, tenant, _, estimated_in, _, health, remaining, _, _ = self._figures
         removed = judged.removed
-        if removed is not None and not judged.temperature_first:
-            return removed
-        caps, request = judged.route.capabilities, self._request
+        caps = judged.route.capabilities
         reason = temperature_reason(caps, request.temperature)
         if reason:
             return Verdict(False, "capabilities", reason)
         if removed is not None:
             return removed
         wanted_out = request.max_tokens or 0
-        reason = size_reason(caps, wanted_out, self._estimated_in + wanted_out)
+        reason = size_reason(caps, wanted_out, estimated_in + wanted_out)
         if reason:
             return Verdict(False, "capabilities", reason)
         route_id = judged.entry.id
-        if not self._health.allows(route_id):
-            return circuit_verdict(self._health, route_id)
+        if not health.allows(route_id):
+            return circuit_verdict(health, route_id)
         if judged.ceiling is not None:
             return judged.ceiling
-        slo = self._tenant.latency_slo_ms
+        slo = tenant.latency_slo_ms
         if slo is not None:
             verdict = slo_verdict(slo, est, tokens, predicted)
             if verdict is not None:
                 return verdict
-        if self._remaining is not None and cost is not None:
-            return budget_verdict(cost, self._remaining)
+        if remaining is not None and cost is not None:
+            return budget_verdict(cost, remaining)
         return None
 
     def eager(self, decision: Decision) -> tuple[Candidate, ...]:
         """The explanation by the rule itself: every filter in order on every route, then `rank`."""
-        plan, request = self._plan, self._request
+        plan, _, request, tenant, stream, estimated_in, latency, health, remaining, _, _ = self._figures
         expected_out = request.max_tokens
         ctx = CallContext(
             request=request,
-            tenant=self._tenant,
-            stream=self._stream,
+            tenant=tenant,
+            stream=stream,
             today=plan.today,
-            estimated_input_tokens=self._estimated_in,
+            estimated_input_tokens=estimated_in,
             expected_output_tokens=lambda r: expected_out or r.expected_output_tokens,
-            latency=self._latency,
-            circuits=self._health,
-            budget_remaining_usd=self._remaining,
+            latency=latency,
+            circuits=health,
+            budget_remaining_usd=remaining,
         )
-        tenant = self._tenant
         judged = [_judge(route, ctx, plan.warning_days) for route in plan.routes]
         candidates = rank(judged, tenant.objective, tenant.weights)
         position = {r.id: pos + 1 for pos, r in enumerate(decision.routes)}  # the order tried, spreading included
